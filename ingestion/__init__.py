@@ -1,0 +1,1 @@
+"""Raw market data in, Parquet offline store out: the simulator and contract-exact ingestion."""
