@@ -1,0 +1,49 @@
+"""The one settings module: defaults are local and embedded, every value comes from the environment."""
+
+from pathlib import Path
+
+from config.settings import REPO_ROOT, Settings, describe
+
+
+def test_defaults_are_local_and_embedded():
+    s = Settings.from_env({})
+    assert s.data_dir == REPO_ROOT / "data"
+    assert s.offline_store_dir == REPO_ROOT / "data" / "offline"
+    assert s.online_store_type == "sqlite"
+    assert s.mlflow_tracking_uri.startswith("sqlite:///")
+    assert s.feast_registry_uri.startswith("sqlite:///")
+    assert s.admin_token == ""
+
+
+def test_every_setting_reads_its_env_var(tmp_path: Path):
+    env = {
+        "PM_DATA_DIR": str(tmp_path / "d"), "PM_RAW_DIR": str(tmp_path / "raw"),
+        "PM_OFFLINE_STORE_DIR": str(tmp_path / "off"), "PM_QUARANTINE_DIR": str(tmp_path / "q"),
+        "PM_FEATURE_REPO_DIR": str(tmp_path / "fr"), "PM_FEAST_REGISTRY_URI": "postgresql+psycopg2://u:p@h:1/r",
+        "PM_ONLINE_STORE_TYPE": "REDIS", "PM_ONLINE_SQLITE_PATH": str(tmp_path / "o.db"),
+        "PM_REDIS_HOST": "10.0.0.1", "PM_REDIS_PORT": "6390", "PM_REDIS_DB": "3", "PM_REDIS_PASSWORD": "s3cret",
+        "MLFLOW_TRACKING_URI": "postgresql://m", "PM_MLFLOW_ARTIFACT_ROOT": str(tmp_path / "art"),
+        "PM_MODEL_NAME": "m", "AIRFLOW_HOME": str(tmp_path / "af"), "PM_GX_DIR": str(tmp_path / "gx"),
+        "PM_REPORTS_DIR": str(tmp_path / "rep"), "PM_PREDICTION_LOG_DIR": str(tmp_path / "log"),
+        "PM_SERVING_HOST": "0.0.0.0", "PM_SERVING_PORT": "9001", "PM_ADMIN_TOKEN": "tok", "PM_DOCS_PORT": "9002",
+    }
+    s = Settings.from_env(env)
+    documented = {row[0] for row in describe()}
+    assert documented == set(env), "every setting has exactly one env var, and the test covers all of them"
+    assert s.raw_dir == tmp_path / "raw" and s.quarantine_dir == tmp_path / "q"
+    assert s.online_store_type == "redis"
+    assert (s.redis_port, s.redis_db, s.serving_port, s.docs_port) == (6390, 3, 9001, 9002)
+    assert s.redis_connection_string == "10.0.0.1:6390,db=3,password=s3cret"
+    assert s.mlflow_tracking_uri == "postgresql://m" and s.model_name == "m"
+
+
+def test_redis_connection_string_omits_empty_password():
+    assert Settings.from_env({"PM_REDIS_PORT": "7000"}).redis_connection_string == "127.0.0.1:7000,db=0"
+
+
+def test_paths_derive_from_data_dir(tmp_path: Path):
+    s = Settings.from_env({"PM_DATA_DIR": str(tmp_path)})
+    for p in (s.raw_dir, s.offline_store_dir, s.quarantine_dir, s.online_sqlite_path, s.mlflow_artifact_root,
+              s.airflow_home, s.reports_dir, s.prediction_log_dir):
+        assert tmp_path in p.parents
+    assert str(tmp_path) in s.mlflow_tracking_uri and str(tmp_path) in s.feast_registry_uri
