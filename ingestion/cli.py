@@ -17,7 +17,8 @@ def generate(
     out: Path = typer.Option(..., help="Output directory: batches go in OUT/batch-NNN/, truth in OUT/truth.parquet."),
     markets: int = typer.Option(100, min=1, help="Number of markets to simulate."),
     start: str = typer.Option("2024-01-01", help="First day markets can be created (YYYY-MM-DD)."),
-    end: str = typer.Option("2024-12-31", help="Observation end (YYYY-MM-DD); markets still open then stay open."),
+    end: str = typer.Option("2024-12-31", help="Observation end (YYYY-MM-DD, exclusive: 00:00 UTC); markets still "
+                                               "open then stay open."),
     seed: int = typer.Option(0, help="Random seed: the same seed gives byte-identical output."),
     batches: int = typer.Option(1, min=1, help="Split the observation period into this many batches (delivery order)."),
     fmt: str = typer.Option("parquet", "--format", help="parquet or csv."),
@@ -27,11 +28,19 @@ def generate(
     """Write a simulated batch in the exact raw data contract format, plus truth.parquet beside it."""
     from ingestion.simulate import SimulationConfig, generate as run
 
-    cfg = SimulationConfig(
-        n_markets=markets, start=date.fromisoformat(start), end=date.fromisoformat(end), seed=seed,
-        n_batches=batches, fmt=fmt, drift_start=date.fromisoformat(drift_start) if drift_start else None,
-    )
-    summary = run(cfg, out, progress=progress)
+    try:
+        cfg = SimulationConfig(
+            n_markets=markets, start=date.fromisoformat(start), end=date.fromisoformat(end), seed=seed,
+            n_batches=batches, fmt=fmt, drift_start=date.fromisoformat(drift_start) if drift_start else None,
+        )
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    try:
+        summary = run(cfg, out, progress=progress)
+    except (ValueError, FileExistsError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
     typer.echo(summary.to_text())
 
 

@@ -1,0 +1,48 @@
+"""Train, evaluate, register and gate a new forecaster; promote it only if every gate passes.
+
+Runs weekly and whenever monitoring files a retraining request (``retrain_request`` asset).
+The run is tracked in MLflow (params, metrics, artifacts, lineage); the new version gets the
+``challenger`` alias, and ``champion`` only through the promotion gates in ``training.registry``.
+A model that fails a gate leaves the task green (the platform worked) with the verdicts in the
+return value and on the model version; a training error fails the task.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+
+from pipeline_assets import RETRAIN_REQUEST
+
+
+@dag(
+    dag_id="train_model",
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 3 * * 1", timezone="UTC"), assets=RETRAIN_REQUEST),
+    start_date=datetime(2024, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    params={
+        "as_of": Param(None, type=["null", "string"], description="Rebuild the training set as of this UTC time."),
+        "seed": Param(0, type="integer"),
+        "promote": Param(True, type="boolean", description="Promote to champion if every gate passes."),
+    },
+    default_args={"retries": 0, "execution_timeout": timedelta(hours=4)},
+    tags=["training"],
+    doc_md=__doc__,
+)
+def train_model():
+    @task
+    def train(params: dict | None = None) -> dict:
+        from config.settings import get_settings
+        from training.pipeline import ModelSpec
+        from training.train import TrainConfig, train as run
+
+        result = run(get_settings(), as_of=params["as_of"], config=TrainConfig(spec=ModelSpec(seed=params["seed"])),
+                     promote_if_passed=bool(params["promote"]))
+        return {"passed": result.passed, "summary": result.to_text()}
+
+    train()
+
+
+train_model()

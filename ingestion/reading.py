@@ -1,0 +1,258 @@
+"""Find a batch's table files and read each into a typed frame, reporting every conversion problem.
+
+Typing rules (contract: "a value that cannot be converted to the column's type without loss"):
+
+* CSV is read as UTF-8 text, every cell a string; an empty cell is null, except in string
+  columns, where it is the empty string (CSV cannot tell the two apart).
+* string columns: Parquet strings as they are; other Parquet types are refused (``not_convertible``)
+  rather than guessed (``1`` and ``"01"`` would collide as market ids).
+* float columns: numbers, or text that parses as a number. Text is converted by Python's
+  correctly rounded ``float()``, so a CSV written with round-trip precision types exactly
+  like the Parquet it came from (same batch_id).
+* int columns: integers, or floats/text with no fractional part (``1.0`` -> 1; ``1.5`` refused).
+* timestamps: ISO-8601 text with ``Z`` or an offset, or a Parquet timestamp with a time zone;
+  converted to UTC at microsecond precision. Naive text / naive Parquet timestamps are refused
+  (``naive_timestamp``) unless ``assume_utc``. Sub-microsecond values would lose precision and
+  are refused. Values before 2000-01-01 or after ``now + 1 day`` are refused, except that
+  ``markets.resolution_date`` (a scheduled date: an open market's is in the future) has no
+  upper limit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ingestion.contract import (
+    EARLIEST_TIMESTAMP, MAX_FUTURE, SCHEMAS, TABLES, ColumnSpec, TypedTable, Violation, _flag, examples_of,
+)
+
+TABLE_SUFFIXES = (".parquet", ".csv")
+# Timestamps that name a *scheduled* time, legitimately far in the future for an open market,
+# so the "more than one day in the future" rule (meant for observed times) does not apply.
+SCHEDULED_COLUMNS = frozenset({("markets", "resolution_date")})
+# An ISO-8601 time followed by Z or a numeric offset (a bare date has no zone).
+_AWARE_RE = r"[T ]\d{2}(?::?\d{2}(?::?\d{2}(?:[.,]\d+)?)?)?\s*(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$"
+
+
+@dataclass
+class BatchFiles:
+    """The table files of a batch directory, plus what was ignored or ambiguous."""
+
+    tables: dict[str, Path] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    violations: list[Violation] = field(default_factory=list)
+
+
+def discover(batch_dir: Path) -> BatchFiles:
+    found = BatchFiles()
+    by_table: dict[str, list[Path]] = {}
+    for path in sorted(batch_dir.iterdir()):
+        if path.is_file() and path.stem in TABLES and path.suffix in TABLE_SUFFIXES:
+            by_table.setdefault(path.stem, []).append(path)
+        else:
+            kind = "directory" if path.is_dir() else "file"
+            found.warnings.append(f"{path.name}: not a table file (expected markets/price_snapshots/polls "
+                                  f".parquet or .csv); {kind} ignored")
+    for table, paths in by_table.items():
+        if len(paths) > 1:
+            found.violations.append(Violation(
+                ", ".join(p.name for p in paths), table, "ambiguous_table", None, 0,
+                f"table {table!r} is given both as CSV and Parquet; send exactly one file per table"))
+        else:
+            found.tables[table] = paths[0]
+    if not by_table:
+        found.violations.append(Violation(
+            batch_dir.name, None, "no_tables", None, 0,
+            "the batch directory holds no table file (markets, price_snapshots, polls as .parquet or .csv)"))
+    return found
+
+
+def _read_raw(path: Path, table: str) -> tuple[pd.DataFrame | None, pa.Schema | None, list[Violation]]:
+    """The file as a DataFrame (CSV: all strings) or a violation if it cannot be read."""
+    name = path.name
+    try:
+        if path.suffix == ".csv":
+            # utf-8-sig: UTF-8, tolerating the byte-order mark spreadsheet exports put first.
+            raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig")
+            # An empty cell is a null, except in string columns where it is the empty string.
+            strings = {c.name for c in SCHEMAS[table] if c.kind == "string"}
+            for column in raw.columns:
+                if column not in strings:
+                    raw[column] = raw[column].replace("", None)
+            schema = None
+        else:
+            arrow = pq.read_table(path)
+            schema = arrow.schema
+            raw = arrow.to_pandas(ignore_metadata=True)
+    except pd.errors.EmptyDataError:
+        return None, None, [Violation(name, table, "empty_file", None, 0,
+                                      "the file is empty (no header, no rows)")]
+    except Exception as exc:  # noqa: BLE001 - any reader failure means the file is unreadable
+        return None, None, [Violation(name, table, "unreadable_file", None, 0,
+                                      f"cannot read the file: {type(exc).__name__}: {exc}"[:500])]
+    raw = raw.reset_index(drop=True)
+    if raw.empty:
+        return None, None, [Violation(name, table, "empty_file", None, 0, "the file has no data rows")]
+    return raw, schema, []
+
+
+def _type_string(t: TypedTable, spec: ColumnSpec, arrow_type: pa.DataType | None,
+                 out: list[Violation]) -> None:
+    s = t.raw[spec.name]
+    if arrow_type is not None and not (pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+                                       or pa.types.is_null(arrow_type) or pa.types.is_dictionary(arrow_type)):
+        _flag(out, t, s.notna(), "not_convertible", spec.name,
+              f"{spec.name} must be a string, got Parquet {arrow_type}")
+        t.typed[spec.name] = pd.Series([None] * len(s), index=s.index, dtype="object")
+        return
+    t.typed[spec.name] = s.astype("object").where(s.notna(), None)
+
+
+def _numbers_from(s: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """float64 values and a mask of non-null cells that are not numbers."""
+    if s.dtype == "object":
+        as_num = pd.to_numeric(s, errors="coerce")
+        # Text "NaN" is refused too: no contract number may be NaN, and it would pass as a null.
+        bad = (s.notna() & as_num.isna()).to_numpy()
+        good = s.notna().to_numpy() & ~bad
+        values = pd.Series(np.nan, index=s.index, dtype="float64")
+        if good.any():
+            cells = s[good].astype(str).str.strip()
+            try:
+                # numpy converts text with Python's float(): correctly rounded, so CSV text written
+                # with round-trip precision gives the same bits as the Parquet double.
+                values[good] = cells.astype("float64")
+            except ValueError:  # text pandas reads as a number but float() does not: keep pandas' value
+                values[good] = as_num[good]
+        return values, bad
+    return s.astype("float64"), np.zeros(len(s), dtype=bool)
+
+
+def _numeric_arrow_type(arrow_type: pa.DataType, kind: str) -> bool:
+    types = pa.types
+    return (types.is_integer(arrow_type) or types.is_floating(arrow_type) or types.is_decimal(arrow_type)
+            or types.is_string(arrow_type) or types.is_large_string(arrow_type) or types.is_null(arrow_type)
+            or (types.is_boolean(arrow_type) and kind == "int"))
+
+
+def _type_number(t: TypedTable, spec: ColumnSpec, arrow_type: pa.DataType | None,
+                 out: list[Violation]) -> None:
+    s = t.raw[spec.name]
+    if arrow_type is not None and not _numeric_arrow_type(arrow_type, spec.kind):
+        _flag(out, t, s.notna(), "not_convertible", spec.name,
+              f"{spec.name} must be a {spec.kind}, got Parquet {arrow_type}")
+        values, bad = pd.Series(np.nan, index=s.index), np.zeros(len(s), dtype=bool)
+    elif arrow_type is not None and pa.types.is_integer(arrow_type):
+        values, bad = s.astype("Int64"), np.zeros(len(s), dtype=bool)
+    else:
+        values, bad = _numbers_from(s)
+    _flag(out, t, bad, "not_convertible", spec.name, f"{spec.name} must be a {spec.kind}")
+    if spec.kind == "int" and values.dtype != "Int64":
+        finite = np.isfinite(values.to_numpy(dtype="float64", na_value=np.nan))
+        fractional = finite & (np.floor(values.fillna(0).to_numpy()) != values.fillna(0).to_numpy())
+        nonfinite = values.notna().to_numpy() & ~finite
+        _flag(out, t, (fractional | nonfinite) & ~bad, "not_convertible", spec.name,
+              f"{spec.name} must be an integer (a fractional or non-finite value would lose information)")
+        whole = np.where(finite & ~fractional, values.fillna(0).to_numpy(), np.nan)
+        values = pd.Series(pd.array(np.where(np.isnan(whole), 0, whole).astype("int64"), dtype="Int64"),
+                           index=s.index).mask(np.isnan(whole))
+    t.typed[spec.name] = values if spec.kind == "int" else values.astype("float64")
+
+
+def _type_timestamp(t: TypedTable, spec: ColumnSpec, arrow_type: pa.DataType | None, assume_utc: bool,
+                    now: pd.Timestamp, out: list[Violation]) -> None:
+    s = t.raw[spec.name]
+    present = s.notna().to_numpy()
+    bad = np.zeros(len(s), dtype=bool)
+    naive = np.zeros(len(s), dtype=bool)
+    if arrow_type is not None and pa.types.is_timestamp(arrow_type):
+        # pyarrow keeps the file's unit (us/ms/s) in pandas 2, so old or far-future values do not overflow.
+        if arrow_type.tz is None:
+            naive[:] = present
+            s = s.dt.tz_localize("UTC")
+        else:
+            s = s.dt.tz_convert("UTC")
+        if arrow_type.unit == "ns":
+            bad |= present & (s.dt.nanosecond.fillna(0).to_numpy() != 0)
+        values = s.astype("datetime64[us, UTC]")
+        _flag(out, t, bad, "not_convertible", spec.name, f"{spec.name} has sub-microsecond precision")
+    elif arrow_type is not None and pa.types.is_date(arrow_type):
+        naive[:] = present
+        values = pd.to_datetime(s, utc=True).astype("datetime64[us, UTC]")
+    elif arrow_type is None or pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) \
+            or pa.types.is_null(arrow_type):
+        text = s.astype("object").where(s.notna(), None).astype("string").str.strip()
+        parsed = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
+        bad = present & parsed.isna().to_numpy()
+        naive = present & ~bad & ~text.str.contains(_AWARE_RE, regex=True).fillna(False).to_numpy(dtype=bool)
+        sub_us = parsed.notna().to_numpy() & (parsed.dt.nanosecond.fillna(0).to_numpy() != 0)
+        _flag(out, t, bad, "not_convertible", spec.name,
+              f"{spec.name} must be an ISO-8601 timestamp with Z or an offset (e.g. 2024-03-01T12:00:00Z)")
+        _flag(out, t, sub_us, "not_convertible", spec.name, f"{spec.name} has sub-microsecond precision")
+        values = parsed.astype("datetime64[us, UTC]")
+    else:
+        _flag(out, t, present, "not_convertible", spec.name,
+              f"{spec.name} must be a timestamp with a time zone, got Parquet {arrow_type}")
+        values = pd.Series(pd.NaT, index=s.index, dtype="datetime64[us, UTC]")
+    if not assume_utc:
+        _flag(out, t, naive, "naive_timestamp", spec.name,
+              f"{spec.name} has no time zone; give Z or an offset, or ingest with --assume-utc")
+    known = values.notna().to_numpy()
+    _flag(out, t, known & (values < EARLIEST_TIMESTAMP).fillna(False).to_numpy(), "timestamp_too_early",
+          spec.name, f"{spec.name} must be at or after {EARLIEST_TIMESTAMP.date()}")
+    limit = now + MAX_FUTURE
+    if (t.table, spec.name) in SCHEDULED_COLUMNS:
+        t.typed[spec.name] = values
+        return
+    _flag(out, t, known & (values > limit).fillna(False).to_numpy(), "timestamp_in_future", spec.name,
+          f"{spec.name} must not be after ingest time + 1 day ({limit.isoformat()})")
+    t.typed[spec.name] = values
+
+
+def read_table(path: Path, table: str, assume_utc: bool,
+               now: pd.Timestamp) -> tuple[TypedTable | None, list[Violation]]:
+    """Read one table file and type it by the contract. ``None`` when the file cannot be used at all."""
+    raw, schema, violations = _read_raw(path, table)
+    if raw is None:
+        return None, violations
+    specs = SCHEMAS[table]
+    missing = [c.name for c in specs if c.name not in raw.columns]
+    for name in missing:
+        violations.append(Violation(
+            path.name, table, "missing_column", name, len(raw),
+            f"required column {name!r} is missing (columns present: {list(raw.columns)})"))
+    if missing:
+        return None, violations
+    t = TypedTable(table, path.name, raw, pd.DataFrame(index=raw.index))
+    for spec in specs:
+        arrow_type = schema.field(spec.name).type if schema is not None else None
+        if arrow_type is not None and pa.types.is_dictionary(arrow_type):
+            arrow_type = arrow_type.value_type
+        if spec.kind == "string":
+            _type_string(t, spec, arrow_type, violations)
+        elif spec.kind == "timestamp":
+            _type_timestamp(t, spec, arrow_type, assume_utc, now, violations)
+        else:
+            _type_number(t, spec, arrow_type, violations)
+        if not spec.nullable:
+            _flag(violations, t, t.raw[spec.name].isna().to_numpy(), "null_value", spec.name,
+                  f"{spec.name} must not be null")
+    if t.table == "markets" and t.typed["outcome"].between(-128, 127).all():
+        t.typed["outcome"] = t.typed["outcome"].astype("Int8")  # the store's type; else out_of_range
+    return t, violations
+
+
+def extra_columns_warning(t: TypedTable) -> str | None:
+    extra = [c for c in t.raw.columns if c not in {s.name for s in SCHEMAS[t.table]}]
+    if extra:
+        return f"{t.file}: column(s) {extra} are not in the contract and were ignored"
+    return None
+
+
+__all__ = ["BatchFiles", "discover", "read_table", "extra_columns_warning", "examples_of"]
