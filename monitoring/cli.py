@@ -1,0 +1,71 @@
+"""`python -m monitoring ...`: thin Typer wrappers, no logic here."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(help="Drift and performance monitoring of the served model against its reference profile.",
+                  no_args_is_help=True, add_completion=False)
+
+
+@app.callback()
+def main() -> None:
+    """Drift and performance monitoring of the served model against its reference profile."""
+
+
+@app.command()
+def run(
+    window: str = typer.Option("7d", help="Window length before --end: e.g. 7d, 24h, 2w."),
+    end: Optional[str] = typer.Option(None, help="Window end, ISO-8601 with offset (default: now)."),
+    log_dir: Optional[Path] = typer.Option(None, help="Prediction log dir (default: settings.prediction_log_dir)."),
+    reference: Optional[Path] = typer.Option(None, help="A reference_profile.json file."),
+    model_version: Optional[str] = typer.Option(
+        None, help="Registered model version or alias whose reference_profile.json artifact to use "
+                   "(default when --reference is not given: champion)."),
+    role: List[str] = typer.Option(["champion"], help="model_role values to monitor (repeatable)."),
+    feature_service: Optional[str] = typer.Option(
+        None, help="Also check online freshness and training-serving skew of this Feast FeatureService "
+                   "(e.g. market_forecaster_v1); needs an applied, materialized feature store."),
+    mlflow: bool = typer.Option(True, "--mlflow/--no-mlflow",
+                                help="Log the run to the MLflow 'monitoring' experiment."),
+    fail_on: str = typer.Option("never", help="Exit 1 when the run's severity reaches this: never, moderate, high."),
+) -> None:
+    """Monitor a window of the prediction log: drift, concept drift, reports, alerts, retraining request."""
+    if fail_on not in ("never", "moderate", "high"):
+        raise typer.BadParameter(f"{fail_on!r}: use never, moderate or high", param_hint="--fail-on")
+    from config.settings import get_settings
+    from monitoring.run import execute_run
+
+    outputs = execute_run(get_settings(), window=window, end=datetime.fromisoformat(end) if end else None,
+                          log_dir=log_dir, reference=reference, model_version=model_version, roles=role,
+                          log_to_mlflow=mlflow, feature_service=feature_service)
+    typer.echo(outputs.to_text())
+    from monitoring.drift import SEVERITY_RANK
+
+    if fail_on != "never" and SEVERITY_RANK[outputs.result["severity"]] >= SEVERITY_RANK[fail_on]:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def replay(
+    start: str = typer.Option(..., help="First snapshot time, ISO-8601 with offset (e.g. 2024-05-01T00:00:00+00:00)."),
+    end: str = typer.Option(..., help="End (exclusive), ISO-8601 with offset."),
+    log_dir: Path = typer.Option(..., help="Where to write the replayed log (never the live serving log)."),
+    model: str = typer.Option("champion", help="Registered model version or alias to score with."),
+    every: str = typer.Option("1D", help="At most one prediction per market per this pandas frequency."),
+) -> None:
+    """Score historical snapshots with a registered model (Feast point-in-time features) into a prediction log."""
+    from config.settings import get_settings
+    from monitoring.replay import replay_predictions
+
+    summary = replay_predictions(get_settings(), datetime.fromisoformat(start), datetime.fromisoformat(end),
+                                 log_dir, model=model, every=every)
+    typer.echo(summary.to_text())
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,191 @@
+"""Whole monitoring runs: prediction log + offline-store outcomes -> reports, gauges, alerts, retrain requests."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from monitoring.cli import app
+from monitoring.prediction_log import write_log
+from monitoring.reference import build_reference_profile, save_profile
+from monitoring.run import run_monitoring
+from tests.monitoring import synthetic as syn
+
+NUMERIC = syn.numeric_names(7)
+END = syn.T0 + timedelta(days=7)
+
+
+def make_profile(rng: np.random.Generator, model_version: str | None = "1") -> dict:
+    val = syn.calibrated_markets(1500, 4, rng)
+    feats = syn.features(len(val), rng)
+    return build_reference_profile(feats, val["q"], val["outcome"], NUMERIC, syn.CATEGORICAL,
+                                   model_version=model_version, groups=val["market_id"])
+
+
+def write_window(settings, rng: np.random.Generator, drift: bool, n_markets: int = 300) -> pd.DataFrame:
+    """A 7-day window of champion predictions; with ``drift``, one feature shifts and predictions lose calibration."""
+    m = syn.calibrated_markets(n_markets, 10, rng)
+    feats = syn.features(len(m), rng, shift=0.8 if drift else 0.0, shifted=("price_change_1d",))
+    p = syn.shrink_toward_half(m["q"].to_numpy(), 0.2) if drift else m["q"].to_numpy()
+    df = syn.log_frame(feats, p, m["market_id"].to_numpy(), syn.T0, timedelta(days=7), rng)
+    # Rows that are not the monitored model's: must be counted but not scored.
+    other = df.sample(200, random_state=0).assign(model_role="fallback", source="market_price", probability=0.999)
+    write_log(pd.concat([df, other], ignore_index=True), settings.prediction_log_dir)
+    syn.write_markets_table(settings.offline_store_dir, m, END + timedelta(days=3))
+    return df
+
+
+def parse_prom(text: str) -> dict[str, float]:
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        m = re.fullmatch(r'([a-z_]+)\{([^}]*)\} (\S+)', line)
+        assert m, f"bad exposition line: {line!r}"
+        samples[f"{m.group(1)}{{{m.group(2)}}}"] = float(m.group(3))
+    return samples
+
+
+@pytest.mark.slow  # renders the HTML report (matplotlib)
+def test_drifted_window_produces_every_output(settings):
+    rng = np.random.default_rng(21)
+    profile = make_profile(rng)
+    write_window(settings, rng, drift=True)
+    out = run_monitoring(settings, profile, timedelta(days=7), end=END, model_version="1", log_to_mlflow=False)
+    r = out.result
+    assert r["status"] == "ok" and r["severity"] == "high" and r["n_predictions"] == 3000
+    assert r["counts_by_role_source_version"] == {"champion/model/1": 3000, "fallback/market_price/1": 200}
+    kinds = {(f["kind"], f["subject"]): f["severity"] for f in out.findings}
+    assert kinds[("feature_drift", "price_change_1d")] == "high"
+    assert kinds[("concept_drift", "brier")] in ("moderate", "high")
+    assert ("feature_drift", "price") not in kinds
+    assert r["concept"]["n_markets"] == 300 and r["concept"]["status"] == "ok"
+
+    saved = json.loads(out.json_path.read_text())
+    assert saved["run_id"] == r["run_id"] and saved["severity"] == "high"
+    page = out.html_path.read_text()
+    assert page.count("data:image/png;base64,") == 2 and "price_change_1d" in page and "<script" not in page
+    alerts = [json.loads(line) for line in out.alerts_path.read_text().splitlines()]
+    assert len(alerts) == len(out.findings) and all(a["severity"] in ("moderate", "high") for a in alerts)
+    request = json.loads(out.retrain_request_path.read_text())
+    assert out.retrain_request_path.parent == settings.data_dir / "retrain_requests"
+    assert request["severity"] == "high" and request["model_version"] == "1"
+    assert "feature_drift:price_change_1d:high" in request["reasons"]
+    assert any(x.startswith("concept_drift:brier:") for x in request["reasons"])
+    prom = parse_prom(out.prom_path.read_text())
+    assert prom['pm_feature_drift_severity{model_version="1",feature="price_change_1d"}'] == 2
+    assert prom['pm_feature_psi{model_version="1",feature="price"}'] < 0.1
+    assert prom['pm_monitoring_retrain_requested{model_version="1"}'] == 1
+    assert prom['pm_concept_brier{model_version="1"}'] > prom['pm_concept_brier_reference{model_version="1"}']
+
+
+@pytest.mark.slow  # renders the HTML report (matplotlib)
+def test_quiet_window_raises_nothing(settings):
+    rng = np.random.default_rng(22)
+    profile = make_profile(rng)
+    write_window(settings, rng, drift=False)
+    out = run_monitoring(settings, profile, timedelta(days=7), end=END, log_to_mlflow=False)
+    assert out.result["severity"] == "none", out.to_text()
+    assert out.findings == [] and out.alerts_path is None and out.retrain_request_path is None
+    assert not (settings.data_dir / "retrain_requests").exists()
+    assert parse_prom(out.prom_path.read_text())['pm_monitoring_retrain_requested{model_version=""}'] == 0
+
+
+def test_window_without_predictions_is_reported(settings):
+    rng = np.random.default_rng(23)
+    out = run_monitoring(settings, make_profile(rng), timedelta(days=7), end=END, log_to_mlflow=False)
+    assert out.result["status"] == "no_data"
+    assert [f["kind"] for f in out.findings] == ["no_data"]
+    assert "no_data" in out.html_path.read_text()
+
+
+@pytest.mark.slow  # renders the HTML report (matplotlib)
+def test_cli_run_with_reference_file(settings, tmp_path):
+    rng = np.random.default_rng(24)
+    path = save_profile(make_profile(rng), tmp_path / "reference_profile.json")
+    write_window(settings, rng, drift=True)
+    runner = CliRunner()
+    args = ["run", "--window", "7d", "--end", END.isoformat(), "--reference", str(path), "--no-mlflow"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "severity high" in res.output and "retrain request:" in res.output
+    res = runner.invoke(app, [*args, "--fail-on", "high"])
+    assert res.exit_code == 1
+    res = runner.invoke(app, ["run", "--window", "seven days", "--reference", str(path), "--no-mlflow"])
+    assert res.exit_code != 0 and "window 'seven days'" in str(res.exception)
+
+
+@pytest.mark.slow
+def test_mlflow_reference_lookup_and_run_logging(settings):
+    """Real MLflow sqlite store: a registered version carries reference_profile.json; the run is logged."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from monitoring.run import execute_run
+    from training.tracking import configure_mlflow
+
+    rng = np.random.default_rng(25)
+    configure_mlflow(settings, "market_forecaster")
+    with mlflow.start_run() as train_run:
+        mlflow.log_dict(make_profile(rng, model_version=None), "reference_profile.json")
+    client = MlflowClient(settings.mlflow_tracking_uri, settings.mlflow_tracking_uri)
+    client.create_registered_model(settings.model_name)
+    mv = client.create_model_version(settings.model_name, source=train_run.info.artifact_uri, run_id=train_run.info.run_id)
+    client.set_registered_model_alias(settings.model_name, "champion", mv.version)
+    write_window(settings, rng, drift=True)
+
+    out = execute_run(settings, window="7d", end=END)  # default reference: the champion's profile
+    assert out.result["model_version"] == str(mv.version) and out.result["n_predictions"] == 3000
+    run = client.get_run(out.mlflow_run_id)
+    assert client.get_experiment(run.info.experiment_id).name == "monitoring"
+    assert run.data.tags["severity"] == "high" and run.data.tags["model_version"] == str(mv.version)
+    assert run.data.metrics["psi.price_change_1d"] > 0.1
+    logged = {a.path for a in client.list_artifacts(out.mlflow_run_id)}
+    assert {"report.json", "report.html", "alerts.jsonl", "monitoring.prom"} <= logged
+
+    from monitoring.reference import ProfileError
+
+    with pytest.raises(Exception, match="no version for '99'"):
+        execute_run(settings, window="7d", end=END, model_version="99")
+    bare = client.create_model_version(settings.model_name, source=train_run.info.artifact_uri + "/nothing")
+    client.set_registered_model_alias(settings.model_name, "challenger", bare.version)
+    with pytest.raises(ProfileError, match="no reference profile"):
+        execute_run(settings, window="7d", end=END, model_version="challenger")
+
+
+@pytest.mark.slow
+def test_profile_inside_the_model_artifact_is_sha_checked(settings):
+    """Training's layout: models:/<name>/<v>/extra_files/reference_profile.json + reference_profile_sha256 tag."""
+    import hashlib
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    from monitoring.registry_io import fetch_reference_profile
+    from training.registry import TamperedArtifactError
+    from training.tracking import configure_mlflow
+
+    rng = np.random.default_rng(26)
+    profile = make_profile(rng, model_version=None)
+    configure_mlflow(settings, "market_forecaster")
+    with mlflow.start_run() as run:
+        mlflow.log_dict(profile, "model/extra_files/reference_profile.json")
+    client = MlflowClient(settings.mlflow_tracking_uri, settings.mlflow_tracking_uri)
+    client.create_registered_model(settings.model_name)
+    local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="model/extra_files")
+    sha = hashlib.sha256((Path(local) / "reference_profile.json").read_bytes()).hexdigest()
+    good = client.create_model_version(settings.model_name, source=f"{run.info.artifact_uri}/model",
+                                       run_id=run.info.run_id, tags={"reference_profile_sha256": sha})
+    bad = client.create_model_version(settings.model_name, source=f"{run.info.artifact_uri}/model",
+                                      run_id=run.info.run_id, tags={"reference_profile_sha256": "0" * 64})
+    got, name, version = fetch_reference_profile(settings, str(good.version))
+    assert got == json.loads(json.dumps(profile)) and version == str(good.version)
+    with pytest.raises(TamperedArtifactError, match="does not match"):
+        fetch_reference_profile(settings, str(bad.version))
