@@ -7,13 +7,14 @@ UV := $(VENV)/bin/uv
 DEMO_DIR ?= data/raw/demo
 PYTEST_ARGS ?=
 
-.PHONY: venv dev demo test lock bench clean help
+.PHONY: venv dev demo test lock bench docs clean help
 
 help:
 	@echo "make demo   - create .venv, install, generate -> ingest -> show (embedded defaults, no server)"
 	@echo "make test   - install test tools and run the whole suite (starts its own Redis/PostgreSQL)"
 	@echo "make lock   - recompile requirements*.txt from requirements*.in"
 	@echo "make bench  - run the benchmarks in bench/ (JSON to bench/results/)"
+	@echo "make docs   - build the Great Expectations Data Docs and serve them on a local port (printed)"
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +46,9 @@ lock: venv
 bench: dev
 	mkdir -p bench/results
 	for s in bench/bench_*.py; do $(PY) $$s | tee bench/results/$$(basename $$s .py).json; done
+
+docs: venv
+	$(PY) -m validation docs --serve
 
 clean:
 	rm -rf data

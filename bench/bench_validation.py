@@ -1,0 +1,120 @@
+"""Benchmark: GX validation of N price-snapshot rows vs reading those rows from Parquet.
+
+Prints JSON with both times and the ratio (target: validation <= 3x the Parquet read).
+The validation time is the whole gate path ingestion pays per batch: building the validation
+frame (join with market lifetimes) + the price_snapshots checkpoint (contract + distribution
+suites, Data Docs update). The GX context is opened once per process (as in ingestion), so
+the first run is reported separately as ``first_run_s`` and the median of later runs is the
+steady-state figure.
+
+    .venv/bin/python bench/bench_validation.py                # 1M rows, 3 repeats
+    .venv/bin/python bench/bench_validation.py --rows 200000  # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from config.settings import Settings  # noqa: E402
+
+
+def make_tables(n_rows: int, n_markets: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    ids = np.array([f"mkt-{i:06d}" for i in range(n_markets)], dtype=object)
+    created = pd.Timestamp("2024-01-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 60, n_markets), unit="D")
+    resolved = created + pd.Timedelta(days=200)
+    markets = pd.DataFrame({
+        "market_id": ids, "question": [f"Will {i} happen?" for i in range(n_markets)],
+        "event_type": rng.choice(["election", "sports", "crypto", "other"], n_markets).astype(object),
+        "platform": rng.choice(["polymarket", "kalshi"], n_markets).astype(object),
+        "created_at": created, "resolution_date": resolved, "resolved_at": resolved,
+        "outcome": pd.array(rng.integers(0, 2, n_markets), dtype="Int8"), "updated_at": resolved,
+    })
+    per_market = -(-n_rows // n_markets)
+    market_idx = np.repeat(np.arange(n_markets), per_market)[:n_rows]
+    step = np.tile(np.arange(per_market), n_markets)[:n_rows]
+    ts = created[market_idx] + pd.to_timedelta(step * 3, unit="h")
+    snapshots = pd.DataFrame({
+        "market_id": ids[market_idx], "ts": ts,
+        "price": rng.uniform(0.02, 0.98, n_rows), "volume_24h": rng.exponential(1000.0, n_rows),
+    })
+    return markets, snapshots
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--markets", type=int, default=2_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench_validation_"))
+    try:
+        repo = Path(__file__).resolve().parent.parent
+        settings = Settings.from_env({"PM_DATA_DIR": str(work / "data"), "PM_GX_DIR": str(repo / "gx")})
+        markets, snapshots = make_tables(args.rows, args.markets, args.seed)
+        parquet = work / "price_snapshots.parquet"
+        snapshots.to_parquet(parquet, index=False)
+
+        t = time.perf_counter()
+        from validation.gate import run_batch_checkpoint
+        from validation.project import get_project
+        get_project(settings)
+        setup_s = time.perf_counter() - t
+
+        from validation.frames import market_lifetimes, observation_frame
+
+        read_times, validate_times, frame_times, first_run_s = [], [], [], None
+        for i in range(args.repeats + 1):
+            t = time.perf_counter()
+            frame = pd.read_parquet(parquet)
+            read_times.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            observation_frame(frame, "price_snapshots", market_lifetimes(None, markets))
+            frame_times.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            result = run_batch_checkpoint({"price_snapshots": frame}, f"bench-{i}", settings=settings,
+                                          published_markets=markets)
+            elapsed = time.perf_counter() - t
+            if not result.success:
+                raise SystemExit(f"benchmark batch unexpectedly failed validation:\n{result.to_text()}")
+            if i == 0:
+                first_run_s = elapsed
+            else:
+                validate_times.append(elapsed)
+
+        read_s = statistics.median(read_times)
+        validate_s = statistics.median(validate_times)
+        print(json.dumps({
+            "benchmark": "validation_price_snapshots",
+            "rows": args.rows, "markets": args.markets, "repeats": args.repeats,
+            "parquet_read_s": round(read_s, 4),
+            "validation_s": round(validate_s, 4),
+            "ratio": round(validate_s / read_s, 2),
+            "target_ratio": 3.0,
+            "of_which_frame_build_s": round(statistics.median(frame_times), 4),
+            "first_run_s": round(first_run_s, 4),
+            "gx_import_and_context_s": round(setup_s, 3),
+            "loadavg_1m": round(os.getloadavg()[0], 2),
+            "cpus": os.cpu_count(),
+        }, indent=2))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

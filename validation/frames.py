@@ -1,0 +1,132 @@
+"""Validation frames: the typed tables plus the derived columns the suites check.
+
+Cross-column and cross-table rules become vectorized column-pair expectations on one frame:
+price snapshots and polls get their market's ``_market_known``, ``_market_created_at`` and
+``_market_closes_at`` (see :func:`observation_frame`); markets get null indicators for the
+outcome/resolved_at rule.
+Pure pandas, no Great Expectations import.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from validation.suites import TIMESTAMP_COLUMNS, TRAINING_POLL_FEATURES
+
+LIFETIME_COLUMNS = ["market_id", "created_at", "resolved_at", "updated_at"]
+
+
+def normalize(df: pd.DataFrame, table: str) -> pd.DataFrame:
+    """A shallow copy with representation-only differences removed (never values).
+
+    pandas' string dtype becomes object and UTC timestamps of any unit become ns, so the
+    suites check types by meaning (string, UTC timestamp) rather than by storage detail.
+    Naive or non-UTC timestamps are left alone: the type expectation refuses them.
+    """
+    out = df.copy(deep=False)
+    for column in out.columns:
+        dtype = out[column].dtype
+        if isinstance(dtype, pd.StringDtype):
+            out[column] = out[column].astype(object)
+    for column in TIMESTAMP_COLUMNS.get(table, ()):
+        if column in out.columns:
+            dtype = out[column].dtype
+            if isinstance(dtype, pd.DatetimeTZDtype) and str(dtype.tz) == "UTC" and dtype.unit != "ns":
+                out[column] = out[column].astype("datetime64[ns, UTC]")
+    return out
+
+
+def markets_frame(markets: pd.DataFrame) -> pd.DataFrame:
+    out = normalize(markets, "markets")
+    if "outcome" in out.columns:
+        out["_outcome_is_null"] = out["outcome"].isna().to_numpy()
+    if "resolved_at" in out.columns:
+        resolved_is_null = out["resolved_at"].isna().to_numpy()
+        out["_resolved_at_is_null"] = resolved_is_null
+        out["_is_resolved"] = (~resolved_is_null).astype("float64")
+    return out
+
+
+def _usable_lifetimes(markets: pd.DataFrame | None) -> pd.DataFrame | None:
+    """Lifetime columns of a markets frame, or None if it cannot provide them (its own suite says why).
+
+    Without a usable ``updated_at`` the rows count in their given order (the markets suite
+    refuses the batch anyway), so observations are not also refused for a markets-only defect.
+    """
+    if markets is None or not {"market_id", "created_at", "resolved_at"} <= set(markets.columns):
+        return None
+    columns = [c for c in LIFETIME_COLUMNS if c in markets.columns]
+    frame = normalize(markets[columns], "markets")
+    for column in ("created_at", "resolved_at"):
+        if not isinstance(frame[column].dtype, pd.DatetimeTZDtype):
+            return None
+    if "updated_at" not in frame.columns or not isinstance(frame["updated_at"].dtype, pd.DatetimeTZDtype):
+        frame = frame.assign(updated_at=pd.Timestamp.max.tz_localize("UTC"))
+    return frame
+
+
+def read_published_lifetimes(offline_store_dir: Path) -> pd.DataFrame | None:
+    """Every accepted market version in the offline store (ingestion's layout), lifetime columns only."""
+    files = sorted((offline_store_dir / "markets").glob("**/*.parquet"))
+    if not files:
+        return None
+    return pd.concat([pd.read_parquet(f, columns=LIFETIME_COLUMNS) for f in files], ignore_index=True)
+
+
+def market_lifetimes(batch_markets: pd.DataFrame | None, published: pd.DataFrame | None) -> pd.DataFrame:
+    """Current state (newest updated_at) of each market: created_at, resolved_at, indexed by market_id."""
+    parts = [p for p in (_usable_lifetimes(published), _usable_lifetimes(batch_markets)) if p is not None]
+    if not parts:
+        empty = pd.DataFrame({"created_at": pd.Series(dtype="datetime64[ns, UTC]"),
+                              "resolved_at": pd.Series(dtype="datetime64[ns, UTC]")})
+        return empty.rename_axis("market_id")
+    versions = pd.concat(parts, ignore_index=True).sort_values(["market_id", "updated_at"], kind="stable")
+    current = versions.drop_duplicates("market_id", keep="last").set_index("market_id")
+    return current[["created_at", "resolved_at"]]
+
+
+def observation_frame(observations: pd.DataFrame, table: str, lifetimes: pd.DataFrame) -> pd.DataFrame:
+    """Snapshots or polls with their market's lifetime, as never-null columns.
+
+    ``_market_known``: the market exists. ``_market_created_at`` / ``_market_closes_at``: its
+    lifetime; an open market closes at ``pd.Timestamp.max``, and an unknown market gets the
+    row's own ts for both (its lifetime cannot be checked: the ``_market_known`` rule reports
+    it, once). Never-null columns let the pair expectations skip GX's ``dropna``, which copies
+    the whole frame.
+    """
+    out = normalize(observations, table)
+    if "market_id" not in out.columns:
+        return out
+    # One hash lookup, then positional takes: far cheaper than a merge on 1M rows.
+    positions = lifetimes.index.get_indexer(out["market_id"].to_numpy())
+    known = positions >= 0
+    out["_market_known"] = known
+    if "ts" not in out.columns or not isinstance(out["ts"].dtype, pd.DatetimeTZDtype):
+        return out  # the ts type expectation refuses the batch; lifetimes cannot be compared
+    ts = out["ts"].to_numpy(dtype="datetime64[ns]")
+    safe_positions = np.where(known, positions, 0)
+    created = lifetimes["created_at"].to_numpy(dtype="datetime64[ns]")
+    resolved = lifetimes["resolved_at"].to_numpy(dtype="datetime64[ns]")
+    if len(lifetimes):
+        created, resolved = created[safe_positions], resolved[safe_positions]
+        never = np.datetime64(pd.Timestamp.max.as_unit("ns").to_datetime64())
+        resolved = np.where(np.isnat(resolved), never, resolved)
+    out["_market_created_at"] = _utc(np.where(known, created, ts) if len(lifetimes) else ts)
+    out["_market_closes_at"] = _utc(np.where(known, resolved, ts) if len(lifetimes) else ts)
+    return out
+
+
+def _utc(values: np.ndarray) -> pd.DatetimeIndex:
+    """UTC instants (naive datetime64 values are UTC already) as a tz-aware index, without a copy."""
+    return pd.DatetimeIndex(values.astype("datetime64[ns]", copy=False), tz="UTC")
+
+
+def training_frame(df: pd.DataFrame) -> pd.DataFrame:
+    out = normalize(df, "training_set")
+    for column in TRAINING_POLL_FEATURES:
+        if column not in out.columns:
+            out[column] = np.nan  # polls are optional: a training set without poll features is valid
+    return out

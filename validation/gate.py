@@ -1,0 +1,239 @@
+"""The validation gate: run the GX checkpoints on typed frames and say yes or no, and why.
+
+- :func:`run_batch_checkpoint` — ingestion calls it after its contract checks; a failure
+  quarantines the whole batch (docs/architecture.md, "Validation gate").
+- :func:`run_training_set_checkpoint` — training calls it before fitting and refuses on failure.
+
+Each table has one checkpoint (``<table>_gate``) holding a refusing ``<table>.contract`` suite
+and, where defined, a warning-only ``<table>.distribution`` suite; every run updates Data Docs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import unquote, urlparse
+
+import pandas as pd
+
+from config.settings import Settings, get_settings
+from validation.frames import (
+    market_lifetimes,
+    markets_frame,
+    observation_frame,
+    read_published_lifetimes,
+    training_frame,
+)
+from validation.suites import TABLES, TRAINING_SET, WARNING, Thresholds
+
+# Batch order: markets first so snapshots/polls can be checked against it.
+OBSERVATION_TABLES = ("price_snapshots", "polls")
+
+
+@dataclass
+class GateResult:
+    """Verdict of a gate run. ``failures`` refuse; ``warnings`` are reported only."""
+
+    success: bool
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+    docs_page: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_text(self) -> str:
+        lines = [f"validation {'passed' if self.success else 'FAILED'}"
+                 f" ({len(self.failures)} failing, {len(self.warnings)} warning expectations)"]
+        for kind, items in (("FAIL", self.failures), ("WARN", self.warnings)):
+            for item in items:
+                where = f"{item['table']}.{item['column']}" if item.get("column") else item["table"]
+                count = item.get("unexpected_count")
+                lines.append(f"  {kind} {item['expectation']} on {where}: {item['rule']}"
+                             + (f" ({count} rows)" if count is not None else "")
+                             + (f" examples={item['examples']}" if item.get("examples") else "")
+                             + (f" observed={item['observed_value']}" if item.get("observed_value") is not None
+                                else ""))
+        if self.docs_page:
+            lines.append(f"  Data Docs: {self.docs_page}")
+        return "\n".join(lines)
+
+
+class UnknownTable(ValueError):
+    pass
+
+
+def run_batch_checkpoint(tables: dict[str, pd.DataFrame], batch_id: str, *,
+                         thresholds: Thresholds | None = None,
+                         settings: Settings | None = None,
+                         published_markets: pd.DataFrame | None = None) -> GateResult:
+    """Validate a batch's typed tables ('markets', 'price_snapshots', 'polls'; any subset).
+
+    Snapshots and polls are checked against the markets of this batch plus those already
+    published in the offline store (read from ``settings.offline_store_dir`` unless
+    ``published_markets`` — market_id, created_at, resolved_at, updated_at — is given).
+    """
+    unknown = sorted(set(tables) - set(TABLES))
+    if unknown:
+        raise UnknownTable(f"unknown table(s) {unknown}; expected a subset of {list(TABLES)}")
+    if not tables:
+        raise ValueError("run_batch_checkpoint needs at least one table")
+    settings = settings or get_settings()
+    frames: dict[str, pd.DataFrame] = {}
+    if "markets" in tables:
+        frames["markets"] = markets_frame(tables["markets"])
+    observed = [t for t in OBSERVATION_TABLES if t in tables]
+    if observed:
+        published = published_markets
+        if published is None and _needs_published(tables, observed):
+            published = read_published_lifetimes(settings.offline_store_dir)
+        lifetimes = market_lifetimes(tables.get("markets"), published)
+        for table in observed:
+            frames[table] = observation_frame(tables[table], table, lifetimes)
+    return _run(frames, run_name=f"batch-{batch_id}", thresholds=thresholds, settings=settings)
+
+
+def run_training_set_checkpoint(df: pd.DataFrame, name: str, *,
+                                thresholds: Thresholds | None = None,
+                                settings: Settings | None = None) -> GateResult:
+    """Validate a training set (market_id, ts, resolved_at, outcome, price features[, poll features])."""
+    settings = settings or get_settings()
+    return _run({TRAINING_SET: training_frame(df)}, run_name=f"training-{name}", thresholds=thresholds,
+                settings=settings)
+
+
+def _needs_published(tables: Mapping[str, pd.DataFrame], observed: list[str]) -> bool:
+    """Only read the offline store if some observation's market is not in this batch."""
+    batch_ids: set = set()
+    markets = tables.get("markets")
+    if markets is not None and "market_id" in markets.columns:
+        batch_ids = set(markets["market_id"].unique())
+    for table in observed:
+        frame = tables[table]
+        if "market_id" in frame.columns and not set(frame["market_id"].unique()) <= batch_ids:
+            return True
+    return False
+
+
+def _run(frames: dict[str, pd.DataFrame], run_name: str, thresholds: Thresholds | None,
+         settings: Settings) -> GateResult:
+    from validation.project import DOCS_SITE_NAME, get_project, import_gx
+    from validation.speedups import reuse_batch_fingerprints
+
+    gx = import_gx()
+    project = get_project(settings)
+    parameters = (thresholds or Thresholds()).as_parameters()
+    # Run names become Data Docs path segments: keep them to safe characters.
+    safe_name = re.sub(r"[^A-Za-z0-9._-]+", "-", run_name)
+    run_id = gx.RunIdentifier(run_name=safe_name, run_time=dt.datetime.now(dt.timezone.utc))
+    result = GateResult(success=True)
+    first_failing_page: str | None = None
+    first_page: str | None = None
+    for table, frame in frames.items():
+        with reuse_batch_fingerprints():  # the frame is ours and not mutated during the run
+            checkpoint_result = project.checkpoints[table].run(
+                batch_parameters={"dataframe": frame}, expectation_parameters=parameters, run_id=run_id)
+        for key, suite_result in checkpoint_result.run_results.items():
+            page = _docs_page(project.context, key, DOCS_SITE_NAME)
+            first_page = first_page or page
+            severity = suite_result.suite_name.rsplit(".", 1)[-1]
+            issues = _failed_expectations(table, suite_result, frame, page)
+            if severity == "distribution":
+                result.warnings.extend(issues)
+            else:
+                result.failures.extend(issues)
+                if issues and first_failing_page is None:
+                    first_failing_page = page
+    result.success = not result.failures
+    result.docs_page = first_failing_page or first_page
+    return result
+
+
+def _docs_page(context: Any, key: Any, site_name: str) -> str | None:
+    urls = context.get_docs_sites_urls(resource_identifier=key, site_names=[site_name], only_if_exists=False)
+    for entry in urls:
+        url = entry.get("site_url")
+        if url:
+            parsed = urlparse(url)
+            return str(Path(unquote(parsed.path))) if parsed.scheme == "file" else url
+    return None
+
+
+def _exception_message(exception_info: Any) -> str | None:
+    """The first raised exception's message (GX nests it per metric, or not, depending on where it failed)."""
+    if not exception_info:
+        return None
+    infos = [exception_info] if "raised_exception" in exception_info else list(exception_info.values())
+    for info in infos:
+        if isinstance(info, dict) and info.get("raised_exception"):
+            return str(info.get("exception_message"))
+    return None
+
+
+def _failed_expectations(table: str, suite_result: Any, frame: pd.DataFrame, page: str | None
+                         ) -> list[dict[str, Any]]:
+    issues: list[dict[str, Any]] = []
+    missing_columns = {r.expectation_config.kwargs["column"] for r in suite_result.results
+                       if r.expectation_config.type == "expect_column_to_exist" and not r.success}
+    mistyped_columns = {r.expectation_config.kwargs["column"] for r in suite_result.results
+                        if r.expectation_config.type == "expect_column_type_to_be" and not r.success}
+    for r in suite_result.results:
+        if r.success:
+            continue
+        config = r.expectation_config
+        kwargs = config.kwargs
+        columns = [kwargs[k] for k in ("column", "column_A", "column_B") if k in kwargs] + \
+            list(kwargs.get("column_list", []))
+        exception = _exception_message(r.exception_info)
+        # A missing column is reported once, by expect_column_to_exist, not by every check that
+        # could not run without it (a missing key column also breaks the example-row lookup).
+        if missing_columns and config.type != "expect_column_to_exist" and (
+                exception is not None or set(columns) & missing_columns):
+            continue
+        # Likewise a wrongly typed column is reported by its type check, not by checks it broke.
+        if exception is not None and set(columns) & mistyped_columns:
+            continue
+        details = r.result or {}
+        issue = {
+            "table": table,
+            "expectation": config.type,
+            "column": ",".join(columns) or None,
+            "rule": (config.meta or {}).get("rule", ""),
+            "severity": (config.meta or {}).get("severity", WARNING),
+            "unexpected_count": details.get("unexpected_count"),
+            "examples": _jsonable((details.get("partial_unexpected_index_list")
+                                   or details.get("partial_unexpected_list") or [])[:5]),
+            "observed_value": _jsonable(details.get("observed_value")),
+            "docs_page": page,
+        }
+        if exception is not None:
+            issue["exception"] = exception
+        issues.append(issue)
+    return issues
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types for reason files (timestamps as ISO strings, numpy scalars as Python)."""
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, float):  # also numpy.float64, a float subclass
+        return None if value != value else float(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, (pd.Timestamp, dt.datetime, dt.date)):
+        return value.isoformat()
+    if hasattr(value, "item"):
+        try:
+            return value.item()
+        except (ValueError, TypeError):
+            pass
+    if value is pd.NA or value is pd.NaT:
+        return None
+    return str(value)
