@@ -1,0 +1,96 @@
+"""`python -m features ...`: thin Typer wrappers over the library, no logic here."""
+
+from __future__ import annotations
+
+import shlex
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(help="Feast feature store: apply definitions, materialize, retrieve features.",
+                  no_args_is_help=True, add_completion=False)
+
+
+def _when(value: str) -> datetime:
+    from features.materialize import parse_utc
+
+    return parse_utc(value)
+
+
+@app.command()
+def env() -> None:
+    """Print `export` lines for the Feast CLI: eval "$(python -m features env)"; cd feature_repo; feast apply."""
+    from config.settings import get_settings
+    from features.store import feast_yaml_env
+
+    # Only the yaml's own variables: everything else the repo reads comes from the same shell environment.
+    for name, value in sorted(feast_yaml_env(get_settings()).items()):
+        typer.echo(f"export {name}={shlex.quote(value)}")
+
+
+@app.command()
+def apply() -> None:
+    """Register feature_repo/ definitions (runs the real `feast apply` with settings' environment)."""
+    from features.store import apply as run
+
+    typer.echo(run())
+
+
+@app.command()
+def materialize(
+    start: str = typer.Option(..., help="Window start, ISO-8601 with offset or Z (UTC)."),
+    end: str = typer.Option(..., help="Window end (exclusive), ISO-8601 with offset or Z."),
+    view: Optional[List[str]] = typer.Option(None, "--view", help="Feature view(s); default all online views."),
+    chunk_days: float = typer.Option(7.0, min=0.001, help="Materialize in windows of at most this many days."),
+) -> None:
+    """Materialize [start, end) into the online store, window by window."""
+    from features.materialize import materialize as run
+
+    report = run(_when(start), _when(end), view or None, chunk=timedelta(days=chunk_days))
+    typer.echo(report.summary())
+
+
+@app.command("materialize-incremental")
+def materialize_incremental(
+    end: str = typer.Option(..., help="Materialize up to this time (ISO-8601 with offset or Z)."),
+    view: Optional[List[str]] = typer.Option(None, "--view", help="Feature view(s); default all online views."),
+    chunk_days: float = typer.Option(7.0, min=0.001, help="Materialize in windows of at most this many days."),
+) -> None:
+    """Materialize each view from where it last stopped up to END."""
+    from features.materialize import materialize_incremental as run
+
+    report = run(_when(end), view or None, chunk=timedelta(days=chunk_days))
+    typer.echo(report.summary())
+
+
+@app.command()
+def historical(
+    entities: Path = typer.Option(..., exists=True, dir_okay=False, help="Parquet with market_id, ts (UTC)."),
+    out: Path = typer.Option(..., help="Output Parquet: the entity rows plus the service's features."),
+    service: str = typer.Option("market_forecaster_v1", help="FeatureService name."),
+) -> None:
+    """Point-in-time features for every entity row (count and order preserved)."""
+    import pandas as pd
+
+    from features.retrieve import historical_features
+
+    frame = historical_features(pd.read_parquet(entities), service)
+    frame.to_parquet(out)
+    typer.echo(f"wrote {len(frame)} rows x {frame.shape[1]} columns to {out}")
+
+
+@app.command()
+def online(
+    market_id: List[str] = typer.Argument(..., help="Market id(s)."),
+    service: str = typer.Option("market_forecaster_v1", help="FeatureService name."),
+    at: Optional[str] = typer.Option(None, help="Request time (ISO-8601 with offset or Z); default now. "
+                                               "Values older than their view's TTL at this time are nulled."),
+) -> None:
+    """Online features with per-feature status and per-view age (seconds)."""
+    from features.retrieve import online_features
+
+    result = online_features(market_id, service, request_ts=_when(at) if at else None)
+    for title, frame in (("values", result.values), ("status", result.status), ("age_seconds", result.age_seconds)):
+        typer.echo(f"== {title}\n{frame.set_index('market_id').T.to_string()}")

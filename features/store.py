@@ -1,0 +1,162 @@
+"""Build the Feast FeatureStore from config.settings, with feature_repo/feature_store.yaml as the one definition.
+
+The yaml references ${VAR}s. Feast itself only runs os.path.expandvars on it (an unset variable
+stays literal), so here we substitute the same names from settings, in code, without touching
+os.environ; `python -m features env` prints the same values for people running the Feast CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+from dataclasses import fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from config.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+FEATURE_STORE_YAML = "feature_store.yaml"
+
+# Feast's DuckDB offline store runs every query on ibis's process-wide default DuckDB connection,
+# which refuses a second concurrent call ("connection is busy"). Offline work (materialization,
+# historical retrieval) in one process is therefore serialized on this lock; separate processes
+# (Airflow tasks) are unaffected.
+OFFLINE_LOCK = threading.RLock()
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def online_store_config(settings: Settings) -> dict[str, str]:
+    """Feast's online_store block for PM_ONLINE_STORE_TYPE."""
+    if settings.online_store_type == "sqlite":
+        return {"type": "sqlite", "path": str(settings.online_sqlite_path)}
+    if settings.online_store_type == "redis":
+        return {"type": "redis", "connection_string": settings.redis_connection_string}
+    raise ValueError(f"PM_ONLINE_STORE_TYPE={settings.online_store_type!r} is not supported: use 'sqlite' or 'redis'")
+
+
+def feast_yaml_env(settings: Settings) -> dict[str, str]:
+    """Values of the ${VAR}s feature_store.yaml references."""
+    return {
+        "PM_FEAST_REGISTRY_URI": settings.feast_registry_uri,
+        # JSON is valid YAML flow syntax, and json.dumps quotes/escapes a password safely.
+        "PM_FEAST_ONLINE_STORE": json.dumps(online_store_config(settings)),
+    }
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Environment that makes config.settings in a child process resolve to exactly `settings`."""
+    return {f.metadata["env"]: str(getattr(settings, f.name)) for f in fields(Settings)}
+
+
+def cli_env(settings: Settings) -> dict[str, str]:
+    """Everything a `feast` CLI process needs: the yaml's variables and the settings its repo reads."""
+    return {**settings_env(settings), **feast_yaml_env(settings)}
+
+
+def render_yaml(settings: Settings) -> str:
+    """feature_store.yaml with its variables substituted from settings.
+
+    A variable used in a value that settings does not provide is an error (Feast would keep it
+    literal and fail later, far from the cause); variables in comments are left alone.
+    """
+    import yaml
+
+    path = settings.feature_repo_dir / FEATURE_STORE_YAML
+    values = feast_yaml_env(settings)
+    text = path.read_text()
+    used = {a or b for value in _scalars(yaml.safe_load(text)) for a, b in _VAR.findall(value)}
+    missing = sorted(used - values.keys())
+    if missing:
+        raise KeyError(f"{path} references {', '.join(missing)}, which features.store.feast_yaml_env does not set")
+    return _VAR.sub(lambda m: values.get(m.group(1) or m.group(2), m.group(0)), text)
+
+
+def _scalars(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return [s for v in node.values() for s in _scalars(v)]
+    if isinstance(node, list):
+        return [s for v in node for s in _scalars(v)]
+    return [node] if isinstance(node, str) else []
+
+
+def repo_config(settings: Settings | None = None) -> Any:
+    """feast.RepoConfig from the rendered yaml (validated by Feast's own models)."""
+    import yaml
+    from feast.repo_config import RepoConfig
+
+    settings = settings or get_settings()
+    config = RepoConfig(**yaml.safe_load(render_yaml(settings)))
+    config.repo_path = settings.feature_repo_dir
+    return config
+
+
+def get_store(settings: Settings | None = None) -> "FeatureStore":
+    """The FeatureStore for these settings (default: this process's settings)."""
+    from feast import FeatureStore
+
+    settings = settings or get_settings()
+    _ensure_local_dirs(settings)
+    return FeatureStore(repo_path=str(settings.feature_repo_dir), config=repo_config(settings))
+
+
+def _ensure_local_dirs(settings: Settings) -> None:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.feast_registry_uri.startswith("sqlite:///"):
+        Path(settings.feast_registry_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if settings.online_store_type == "sqlite":
+        settings.online_sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def views_without_data(store: "FeatureStore", views: list[str]) -> dict[str, str]:
+    """{view: source glob} for views whose Parquet source has no published file yet.
+
+    Feast's DuckDB store fails deep inside a query on an empty glob; callers check first and
+    say which table is empty.
+    """
+    import glob
+
+    from feast import FileSource
+
+    empty = {}
+    for name in views:
+        source = store.get_feature_view(name).batch_source
+        if isinstance(source, FileSource) and not glob.glob(source.path, recursive=True):
+            empty[name] = source.path
+    return empty
+
+
+def feast_executable() -> str:
+    """The `feast` console script of this interpreter's environment."""
+    candidate = Path(sys.executable).parent / "feast"
+    if candidate.exists():
+        return str(candidate)
+    raise FileNotFoundError(f"no `feast` executable beside {sys.executable}: is feast installed in this environment?")
+
+
+def run_feast_cli(args: list[str], settings: Settings | None = None, timeout: float = 600) -> str:
+    """Run the real `feast` CLI in the feature repo with this settings' environment; return its stdout.
+
+    A subprocess, not feast's in-process apply: `feast apply` imports feature_repo/features.py as the
+    top-level module `features`, which in this process is already this package.
+    """
+    settings = settings or get_settings()
+    _ensure_local_dirs(settings)
+    env = {**os.environ, **cli_env(settings)}
+    proc = subprocess.run([feast_executable(), *args], cwd=settings.feature_repo_dir, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"`feast {' '.join(args)}` in {settings.feature_repo_dir} failed "
+                           f"(exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc.stdout
+
+
+def apply(settings: Settings | None = None) -> str:
+    """`feast apply` of feature_repo/ against the configured registry and online store."""
+    return run_feast_cli(["apply"], settings)

@@ -1,0 +1,171 @@
+"""Materialization, online reads (SQLite and real Redis), push and TTL, each on a private fork of the store."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pandas as pd
+import pyarrow.dataset as ds
+import pytest
+
+from features.materialize import materialize, materialize_incremental, split_window
+from features.push import push_price_ticks
+from features.retrieve import historical_features, online_features
+from features.store import get_store
+from tests.features import scenario
+from tests.features.conftest import entity_rows
+from tests.features.offline_data import publish
+
+pytestmark = pytest.mark.slow
+
+SERVICE = "market_forecaster_v1"
+JAN = datetime(2024, 1, 1, tzinfo=timezone.utc)
+PRICE_COLUMNS = ["price", "volume_24h", "price_change_1d", "price_change_7d", "price_volatility_7d",
+                 "price_volatility_30d", "volume_mean_7d"]
+
+
+def latest_offline(offline_dir, table: str, prefix: str) -> pd.DataFrame:
+    """The newest row per market straight from the Parquet files (what the online store must hold)."""
+    frame = ds.dataset(offline_dir / table, format="parquet", partitioning="hive").to_table().to_pandas()
+    frame = frame[frame["market_id"].str.startswith(prefix)]
+    return frame.sort_values(["ts", "ingested_at"]).groupby("market_id").tail(1).set_index("market_id").sort_index()
+
+
+def check_online_equals_latest_offline(settings) -> None:
+    store = get_store(settings)
+    materialize(JAN, JAN + timedelta(days=40), chunk=timedelta(days=10), store=store)
+    expected_prices = latest_offline(settings.offline_store_dir, "price_features", "on")
+    expected_polls = latest_offline(settings.offline_store_dir, "poll_features", "on")
+    ids = list(expected_prices.index)
+    request_ts = expected_prices["ts"].max().to_pydatetime() + timedelta(hours=1)
+    result = online_features(ids, SERVICE, request_ts=request_ts, store=store)
+    values = result.values.set_index("market_id").loc[ids]
+    pd.testing.assert_frame_equal(values[PRICE_COLUMNS], expected_prices[PRICE_COLUMNS], check_names=False)
+    polled = expected_polls.index
+    assert values.loc[polled, "poll_average"].tolist() == expected_polls["poll_average"].tolist()
+    status = result.status.set_index("market_id")
+    assert (status.loc[ids, PRICE_COLUMNS] == "PRESENT").all().all()
+    assert (status.loc[[i for i in ids if i not in polled], "poll_average"] == "NOT_FOUND").all()
+    ages = result.age_seconds.set_index("market_id")
+    assert ages.loc[ids, "price_features"].tolist() == [3600.0] * len(ids)
+    # The same example through historical retrieval: training and serving agree, on-demand features included.
+    hist = historical_features(pd.DataFrame({"market_id": ids, "ts": pd.Timestamp(request_ts)}), SERVICE, store=store)
+    pd.testing.assert_frame_equal(hist.drop(columns=["ts"]).reset_index(drop=True),
+                                  result.values.astype(hist.drop(columns=["ts"]).dtypes.to_dict()), check_exact=False)
+
+
+def test_online_equals_latest_offline_sqlite(fork):
+    check_online_equals_latest_offline(fork("sqlite"))
+
+
+def test_online_equals_latest_offline_redis(fork, redis_clean):
+    settings = fork("redis", redis=redis_clean)
+    check_online_equals_latest_offline(settings)
+    assert redis_clean.client().dbsize() > 0  # really written to this Redis, not elsewhere
+
+
+def test_online_ttl_nulls_stale_values_like_training(fork):
+    store = get_store(fork("sqlite"))
+    materialize(JAN, JAN + timedelta(days=3), store=store)
+    # ttl_m's only price/poll are at 2024-01-01 12:00: 3 days + 1 s later the price is stale, the poll not.
+    when = datetime(2024, 1, 4, 12, 0, 1, tzinfo=timezone.utc)
+    result = online_features(["ttl_m"], SERVICE, request_ts=when, store=store)
+    status = result.status.iloc[0]
+    assert status["price"] == "OUTSIDE_MAX_AGE" and pd.isna(result.values.loc[0, "price"])
+    assert status["poll_average"] == "PRESENT" and result.values.loc[0, "poll_average"] == 0.6
+    assert status["poll_market_spread"] == "NULL_VALUE"  # derived from the stale price: null, as in training
+    assert result.age_seconds.loc[0, "price_features"] == 3 * 86400 + 1
+    hist = historical_features(entity_rows(("ttl_m", when.isoformat())), SERVICE, store=store)
+    assert pd.isna(hist.loc[0, "price"]) and pd.isna(hist.loc[0, "poll_market_spread"])
+
+
+def test_incremental_materialization_picks_up_only_new_data(fork, applied_repo):
+    settings = fork("sqlite")
+    store = get_store(settings)
+    first_end = datetime(2024, 1, 11, tzinfo=timezone.utc)
+    report = materialize_incremental(first_end, views=["price_features"], store=store)
+    # Never materialized: starts at end - TTL (3 days), like `feast materialize-incremental`.
+    assert report.windows["price_features"][0][0] == first_end - timedelta(days=3)
+    before = online_features(["inc000000"], SERVICE, request_ts=first_end, store=store).values.loc[0, "price"]
+
+    second = scenario.batch_incremental(first=False)
+    publish(settings.offline_store_dir, second, "2024-01-16")
+    second_end = datetime(2024, 1, 16, tzinfo=timezone.utc)
+    report = materialize_incremental(second_end, views=["price_features"], store=store)
+    assert report.windows["price_features"] == [(first_end, second_end)]  # only the new time range
+    newest = second["price_features"].sort_values("ts").groupby("market_id").tail(1).set_index("market_id")
+    after = online_features(list(newest.index), SERVICE, request_ts=second_end, store=store).values
+    assert after["price"].tolist() == newest["price"].tolist()
+    assert after.loc[0, "price"] != before
+    assert online_features(["inc000000"], SERVICE, request_ts=second_end, store=store).status.loc[0, "poll_average"] \
+        == "NOT_FOUND"  # poll_features was not asked for
+
+
+def test_push_reaches_online_reads_and_the_offline_store(fork):
+    settings = fork("sqlite")
+    store = get_store(settings)
+    materialize(JAN, JAN + timedelta(days=11), views=["price_features"], store=store)
+    tick_ts = pd.Timestamp("2024-01-12T09:30:00", tz="UTC")
+    tick = scenario.prices("push_m", [tick_ts], 0.65)
+    assert push_price_ticks(tick, settings=settings, store=store) == 1
+    result = online_features(["push_m"], SERVICE, request_ts=tick_ts.to_pydatetime() + timedelta(minutes=1),
+                             store=store)
+    assert result.values.loc[0, "price"] == 0.65 and result.age_seconds.loc[0, "price_features"] == 60.0
+    hist = historical_features(entity_rows(("push_m", "2024-01-12T10:00:00"), ("push_m", "2024-01-12T09:00:00")),
+                               SERVICE, store=store)
+    assert hist["price"].tolist() == [0.65, 0.2]
+    # Pushing the same ticks again publishes nothing new.
+    files = sorted((settings.offline_store_dir / "price_features").rglob("*.parquet"))
+    push_price_ticks(tick, settings=settings, store=store)
+    assert sorted((settings.offline_store_dir / "price_features").rglob("*.parquet")) == files
+
+
+def test_push_refuses_incomplete_ticks(fork):
+    settings = fork("sqlite")
+    with pytest.raises(ValueError, match="missing column"):
+        push_price_ticks(pd.DataFrame({"market_id": ["push_m"], "ts": [pd.Timestamp("2024-01-12", tz="UTC")],
+                                       "price": [0.5]}), settings=settings)
+    bad = scenario.prices("push_m", ["2024-01-12"], 1.5)
+    with pytest.raises(ValueError, match=r"outside \[0, 1\]"):
+        push_price_ticks(bad, settings=settings)
+    # push_m has a published snapshot at 2024-01-05 (price 0.2): a different value for it is refused.
+    changed = scenario.prices("push_m", ["2024-01-05"], 0.9)
+    with pytest.raises(ValueError, match="repeat a published"):
+        push_price_ticks(changed, settings=settings)
+
+
+def test_split_window_covers_the_range_in_bounded_pieces():
+    start, end = JAN, JAN + timedelta(days=10, hours=5)
+    windows = split_window(start, end, timedelta(days=3))
+    assert windows[0][0] == start and windows[-1][1] == end
+    assert all(a[1] == b[0] for a, b in zip(windows, windows[1:]))
+    assert all(e - s <= timedelta(days=3) for s, e in windows) and len(windows) == 4
+    with pytest.raises(ValueError):
+        split_window(start, end, timedelta(0))
+
+
+def test_materialize_refuses_naive_times_and_unknown_views(fork):
+    store = get_store(fork("sqlite"))
+    with pytest.raises(ValueError, match="timezone-aware"):
+        materialize(datetime(2024, 1, 1), datetime(2024, 1, 2), store=store)
+    with pytest.raises(ValueError, match="unknown or offline-only"):
+        materialize(JAN, JAN + timedelta(days=1), views=["nope"], store=store)
+
+
+@pytest.mark.parametrize("online", ["sqlite", "redis"])
+def test_resolved_markets_stop_being_served(fork, request, online):
+    redis = request.getfixturevalue("redis_clean") if online == "redis" else None
+    store = get_store(fork(online, redis=redis))
+    # pit_late resolves 2024-02-15: a window ending before keeps serving it ...
+    report = materialize(JAN, datetime(2024, 2, 14, 23, tzinfo=timezone.utc), chunk=timedelta(days=60), store=store)
+    assert "pit_late" not in report.evicted_resolved
+    when = datetime(2024, 2, 15, tzinfo=timezone.utc)
+    assert online_features(["pit_late"], SERVICE, request_ts=when, store=store).status.loc[0, "price"] == "PRESENT"
+    # ... a window ending at/after its resolution removes it, and only it.
+    report = materialize(datetime(2024, 2, 14, 23, tzinfo=timezone.utc), scenario.LATE_RESOLVED.to_pydatetime(),
+                         store=store)
+    assert report.evicted_resolved == ["pit_late"]
+    result = online_features(["pit_late", "pit_corr"], SERVICE, request_ts=when, store=store)
+    status = result.status.set_index("market_id")
+    assert (status.loc["pit_late", ["price", "event_type", "platform"]] == "NOT_FOUND").all()
+    assert status.loc["pit_corr", "price"] == "PRESENT"

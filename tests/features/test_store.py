@@ -1,0 +1,138 @@
+"""Store construction from settings, the yaml's variables, the `feast` CLI on a temp repo copy, PG registry."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+
+import os
+from datetime import datetime, timezone
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from config.settings import REPO_ROOT, Settings
+from features.cli import app
+from features.materialize import materialize
+from features.retrieve import historical_features
+from features.store import apply, feast_yaml_env, get_store, render_yaml, repo_config, settings_env
+from tests.features import scenario
+from tests.features.conftest import copy_feature_repo, settings_for
+from tests.features.offline_data import publish
+
+OWNER = "ml-platform@prediction-markets.example"
+
+
+def test_sqlite_by_default(settings: Settings):
+    config = repo_config(settings)
+    assert config.online_store.type == "sqlite"
+    assert config.online_store.path == str(settings.online_sqlite_path)
+    assert config.registry.registry_type == "sql"
+    assert config.registry.path == settings.feast_registry_uri
+    assert config.offline_store.type == "duckdb"
+
+
+def test_redis_when_configured_with_a_password_yaml_would_misread(tmp_path):
+    password = 'p@ss: "w,o#rd'
+    s = Settings.from_env({"PM_DATA_DIR": str(tmp_path), "PM_ONLINE_STORE_TYPE": "redis", "PM_REDIS_HOST": "10.0.0.5",
+                           "PM_REDIS_PORT": "6400", "PM_REDIS_DB": "2", "PM_REDIS_PASSWORD": password})
+    config = repo_config(s)
+    assert config.online_store.type == "redis"
+    assert config.online_store.connection_string == f"10.0.0.5:6400,db=2,password={password}"
+
+
+def test_postgres_registry_uri_passes_through(tmp_path):
+    uri = "postgresql+psycopg2://pm:secret@db.internal:5433/feast"
+    s = Settings.from_env({"PM_DATA_DIR": str(tmp_path), "PM_FEAST_REGISTRY_URI": uri})
+    assert repo_config(s).registry.path == uri
+
+
+def test_unknown_online_store_type_is_refused(tmp_path):
+    s = Settings.from_env({"PM_DATA_DIR": str(tmp_path), "PM_ONLINE_STORE_TYPE": "memcached"})
+    with pytest.raises(ValueError, match="PM_ONLINE_STORE_TYPE='memcached'"):
+        repo_config(s)
+
+
+def test_yaml_variable_without_a_setting_is_an_error(tmp_path):
+    repo = copy_feature_repo(tmp_path / "proj")
+    yaml_path = repo / "feature_store.yaml"
+    yaml_path.write_text(yaml_path.read_text().replace("cache_ttl_seconds: 60", "cache_ttl_seconds: ${PM_TYPO}"))
+    with pytest.raises(KeyError, match="PM_TYPO"):
+        render_yaml(settings_for(tmp_path / "data", repo))
+
+
+def test_env_command_prints_what_feast_expandvars_needs(settings: Settings):
+    result = CliRunner().invoke(app, ["env"])
+    assert result.exit_code == 0, result.output
+    exported = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in result.output.splitlines())
+    assert exported == feast_yaml_env(settings)
+    # What Feast will do with it: os.path.expandvars, then YAML.
+    text = (REPO_ROOT / "feature_repo" / "feature_store.yaml").read_text()
+    for name, value in exported.items():
+        text = text.replace("${" + name + "}", value)
+    assert yaml.safe_load(text)["online_store"] == {"type": "sqlite", "path": str(settings.online_sqlite_path)}
+
+
+def test_cli_help_lists_commands():
+    out = subprocess.run([sys.executable, "-m", "features", "--help"], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert out.returncode == 0
+    for command in ("env", "apply", "materialize", "materialize-incremental", "historical", "online"):
+        assert command in out.stdout
+
+
+@pytest.mark.slow
+def test_feast_apply_cli_on_a_temp_copy_registers_documented_definitions(applied_repo):
+    assert "Created feature service market_forecaster_v1" in applied_repo.apply_stdout
+    store = get_store(applied_repo.settings)
+    views = {v.name: v for v in store.list_feature_views()}
+    assert set(views) == {"price_features", "poll_features", "market_info"}
+    assert store.get_entity("market").join_key == "market_id"
+    for view in views.values():
+        assert view.owner == OWNER and view.description and view.tags
+        for field in view.features:
+            assert field.description and field.tags.get("owner") == OWNER, (view.name, field.name)
+    odfv = store.get_on_demand_feature_view("market_derived")
+    for field in odfv.features:
+        assert odfv.tags[f"description.{field.name}"] and odfv.tags[f"owner.{field.name}"] == OWNER
+    service = store.get_feature_service("market_forecaster_v1")
+    assert [p.name for p in service.feature_view_projections] == ["price_features", "poll_features", "market_info",
+                                                                   "market_derived"]
+    assert [f.name for f in service.feature_view_projections[2].features] == ["event_type", "platform"]
+    assert store.get_data_source("price_ticks_push").batch_source.name == "price_features_source"
+
+
+@pytest.mark.slow
+def test_registry_on_postgres(postgres_srv, tmp_path):
+    repo = copy_feature_repo(tmp_path / "proj")
+    s = settings_for(tmp_path / "data", repo, PM_FEAST_REGISTRY_URI=postgres_srv.sqlalchemy_url)
+    s.ensure_dirs()
+    out = apply(s)
+    assert "Created feature service market_forecaster_v1" in out
+    store = get_store(s)
+    assert {v.name for v in store.list_feature_views()} == {"price_features", "poll_features", "market_info"}
+    # Nothing ingested yet: a clear error naming the empty table, not a DuckDB IO error.
+    entities = pd.DataFrame({"market_id": ["m"], "ts": pd.to_datetime(["2024-01-02"], utc=True)})
+    with pytest.raises(ValueError, match="price_features: nothing matches .*price_features"):
+        historical_features(entities, "market_forecaster_v1", store=store)
+    report = materialize(datetime(2024, 1, 1, tzinfo=timezone.utc), datetime(2024, 1, 2, tzinfo=timezone.utc),
+                         store=store)
+    assert report.windows == {} and set(report.skipped) == {"price_features", "poll_features", "market_info"}
+
+    # Two "DAG tasks" (separate processes, as Airflow runs them) materializing different views at the
+    # same time: both intervals land in the registry (a whole-file registry lets the last writer win).
+    publish(s.offline_store_dir, scenario.batch_online(), "2024-02-01")
+    end = datetime(2024, 2, 1, tzinfo=timezone.utc)
+    env = {**os.environ, **settings_env(s)}
+    tasks = [subprocess.Popen([sys.executable, "-m", "features", "materialize", "--start", "2024-01-01T00:00:00Z",
+                               "--end", end.isoformat(), "--view", view], cwd=REPO_ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for view in ("price_features", "poll_features")]
+    for task in tasks:
+        out, err = task.communicate(timeout=600)
+        assert task.returncode == 0, err[-2000:]
+    fresh = get_store(s)
+    for view in ("price_features", "poll_features"):
+        assert fresh.get_feature_view(view).most_recent_end_time.replace(tzinfo=timezone.utc) == end
