@@ -61,3 +61,14 @@ def test_compose_file_is_valid_against_the_compose_spec():
         for key, value in (svc.get("environment") or {}).items():
             if "PASSWORD" in key:
                 assert str(value).startswith("${"), f"{key} is hard-coded"
+
+
+def test_readme_has_no_placeholders_and_documents_what_exists():
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert not re.search(r"\b[A-Z]{3,}_(SECTION|TIME|TABLE)\b", readme), "unfilled README placeholder"
+    # Every path the README links to exists.
+    for target in re.findall(r"\]\(((?!https?:|#)[^)]+)\)", readme):
+        assert (REPO_ROOT / target).exists(), f"README links to missing {target}"
+    # Every package the layout table names has a CLI that answers --help.
+    for pkg in re.findall(r"`python -m (\w+) --help`", readme):
+        assert (REPO_ROOT / pkg / "__main__.py").is_file(), pkg

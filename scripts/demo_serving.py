@@ -1,0 +1,70 @@
+"""Demo step: start the real prediction service, ask it about open markets, stop it gracefully.
+
+Used by `make demo`. It talks to the service only over HTTP on PM_SERVING_HOST:PM_SERVING_PORT, exactly
+as a trading system would, then sends SIGTERM so the prediction log is flushed (graceful stop).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from config.settings import get_settings
+from ingestion.store import read_published
+
+
+def _call(url: str, payload: dict | None = None) -> tuple[int, dict]:
+    data = None if payload is None else json.dumps(payload).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+def main() -> int:
+    settings = get_settings()
+    markets = read_published(settings.offline_store_dir, "markets").sort_values("updated_at")
+    current = markets.groupby("market_id").tail(1)
+    open_ids = current.loc[current["resolved_at"].isna(), "market_id"].tolist()[:3]
+    resolved_id = current.loc[current["resolved_at"].notna(), "market_id"].iloc[0]
+    base = f"http://{settings.serving_host}:{settings.serving_port}"
+
+    server = subprocess.Popen([sys.executable, "-m", "serving", "--log-level", "warning"])
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                status, ready = _call(f"{base}/ready")
+                if status == 200 and ready.get("ready"):
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                print("the prediction service did not become ready", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+        print(f"service ready at {base} (OpenAPI docs: {base}/docs)")
+        for market_id in open_ids + [resolved_id, "no-such-market"]:
+            status, body = _call(f"{base}/predict", {"market_id": market_id})
+            shown = {k: body[k] for k in ("probability", "source", "model_version", "warnings") if k in body}
+            print(f"POST /predict {market_id}: {status} {json.dumps(shown or body)[:300]}")
+        status, body = _call(f"{base}/predict/batch", {"items": [{"market_id": m} for m in open_ids]})
+        print(f"POST /predict/batch ({len(open_ids)} markets): {status}")
+        status, model = _call(f"{base}/model")
+        print(f"GET /model: {status} {json.dumps(model)[:300]}")
+    finally:
+        server.send_signal(signal.SIGTERM)  # graceful: the prediction log is flushed before exit
+        server.wait(timeout=60)
+    print(f"prediction log: {settings.prediction_log_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
