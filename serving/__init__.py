@@ -1,0 +1,1 @@
+"""Prediction service: FastAPI app over the MLflow champion and the Feast online store (see docs/serving.md)."""

@@ -1,0 +1,247 @@
+"""The FastAPI prediction service. Build it with :func:`create_app`; `python -m serving` runs it under uvicorn.
+
+At start-up (lifespan, once per worker): one Feast FeatureStore, the `champion` loaded with its sha256
+checked, the FeatureService it was trained with (its `feature_service` tag) served exactly, the
+previous champion as fallback, the prediction-log writer and the champion poller started. At
+shutdown the poller stops and the log writer drains its queue.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from time import perf_counter
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from config.settings import Settings, get_settings
+from serving.features_source import FeastFeatureSource, FeatureStoreUnavailable
+from serving.metrics import ServingMetrics
+from serving.models import ModelManager
+from serving.options import ServingOptions
+from serving.prediction_log import PredictionLogWriter
+from serving.predictor import Predictor, ServiceUnavailable
+from serving.schemas import (BatchRequest, BatchResponse, ErrorBody, Health, ModelInfo, ModelsResponse, Prediction,
+                             PredictRequest, Readiness, ReloadResponse)
+
+log = logging.getLogger(__name__)
+
+LINEAGE_TAGS = ("feature_service", "training_set_hash", "raw_data_hash", "git_commit", "as_of", "seed",
+                "parent_version", "run_id", "promoted_at", "previous_champion", "gates_passed")
+ENDPOINTS = {"/predict", "/predict/batch", "/health", "/ready", "/metrics", "/model", "/admin/reload"}
+
+
+@dataclass
+class Service:
+    settings: Settings
+    options: ServingOptions
+    features: FeastFeatureSource
+    models: ModelManager
+    log_writer: PredictionLogWriter
+    predictor: Predictor
+    metrics: ServingMetrics
+    run_metrics: dict[str, dict[str, float]]
+
+
+def _error(status: int, text: str) -> dict[str, Any]:
+    return {status: {"model": ErrorBody, "description": text}}
+
+
+class MetricsMiddleware:
+    """Pure ASGI (no BaseHTTPMiddleware overhead): request count and latency per endpoint and status."""
+
+    def __init__(self, app, metrics: ServingMetrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started, status = perf_counter(), [500]
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            path = scope.get("path", "")
+            endpoint = path if path in ENDPOINTS else "other"
+            self.metrics.requests.labels(endpoint=endpoint, status=str(status[0])).inc()
+            self.metrics.latency.labels(endpoint=endpoint).observe(perf_counter() - started)
+
+
+def create_app(settings: Settings | None = None, options: ServingOptions | None = None) -> FastAPI:
+    options = options or ServingOptions()
+    metrics = ServingMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        s = settings or get_settings()
+        features = FeastFeatureSource(s, timeout_s=options.online_timeout_s)
+        models = ModelManager(s, check_service=lambda name: features.plan(name).feature_names,
+                              load_fallback=options.load_fallback, load_challenger=options.shadow_share > 0)
+        result = models.reload()
+        log.info("start-up: %s", result.detail)
+        writer = PredictionLogWriter(s.prediction_log_dir, options.log_queue_size, options.log_flush_interval_s,
+                                     options.log_flush_rows)
+        writer.start()
+        metrics.add_log_gauges(lambda: writer.dropped, writer.queued, lambda: writer.write_errors)
+        predictor = Predictor(features, models, metrics, writer, options)
+        app.state.service = Service(s, options, features, models, writer, predictor, metrics, {})
+        models.start_polling(options.poll_interval_s)
+        try:
+            yield
+        finally:
+            models.stop()
+            predictor.close()  # pending shadow predictions reach the log before it closes
+            writer.close()
+
+    app = FastAPI(
+        title="Prediction-market forecaster",
+        version="1.0.0",
+        description="P(outcome = 1) for prediction markets from the `champion` model of the MLflow registry "
+                    "and the Feast online features of the FeatureService it was trained with. Every "
+                    "prediction says its source (model, fallback_model, market_price); nothing is made up.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    bearer = HTTPBearer(auto_error=False, description="PM_ADMIN_TOKEN")
+
+    def service(request: Request) -> Service:
+        return request.app.state.service
+
+    @app.post("/predict", response_model=Prediction, summary="Forecast one market",
+              responses={**_error(404, "Unknown market."), **_error(422, "Invalid request body."),
+                         **_error(503, "No model, online store unreachable, or no model output and no price.")})
+    def predict(body: PredictRequest, svc: Service = Depends(service)) -> Response:
+        scored = _score(svc, [body])
+        if scored.errors:
+            err = scored.errors[0]
+            raise HTTPException(err.status_code, err.detail)
+        return _json(scored.predictions[0][1])
+
+    @app.post("/predict/batch", response_model=BatchResponse, summary="Forecast many markets at once",
+              description="One online-store read and one model call for all items. Markets that cannot be "
+                          "scored are listed in `errors` with what /predict would have answered.",
+              responses={**_error(422, "Invalid body, or more items than max_batch_size."),
+                         **_error(503, "No model or online store unreachable.")})
+    def predict_batch(body: BatchRequest, svc: Service = Depends(service)) -> Response:
+        started = perf_counter()
+        if len(body.items) > svc.options.max_batch_size:
+            raise HTTPException(422, f"items: batch has {len(body.items)} markets; the maximum is "
+                                     f"{svc.options.max_batch_size} (split it into several requests)")
+        scored = _score(svc, body.items)
+        return _json({
+            "predictions": [p for _, p in scored.predictions],
+            "errors": [{"index": e.index, "market_id": e.market_id, "status_code": e.status_code, "detail": e.detail}
+                       for e in scored.errors],
+            "latency_ms": round((perf_counter() - started) * 1000.0, 3)})
+
+    @app.get("/health", response_model=Health, summary="Liveness: the process answers")
+    def health() -> Health:
+        return Health(status="ok")
+
+    @app.get("/ready", response_model=Readiness, summary="Readiness: model loaded and online store reachable",
+             responses={503: {"model": Readiness, "description": "Not ready; `detail` says why."}})
+    def ready(svc: Service = Depends(service)):
+        detail = []
+        state = svc.models.state
+        if state.champion is None:
+            detail.append("no champion model loaded" + (f": {state.last_error}" if state.last_error else ""))
+        reachable = True
+        try:
+            svc.features.ping()
+        except FeatureStoreUnavailable as exc:
+            reachable = False
+            detail.append(str(exc))
+        body = Readiness(ready=not detail, model_loaded=state.champion is not None,
+                         online_store_reachable=reachable, detail=detail)
+        return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
+
+    @app.get("/metrics", summary="Prometheus metrics (text exposition format)",
+             responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format."}})
+    def prometheus_metrics(svc: Service = Depends(service)) -> Response:
+        state = svc.models.state
+        svc.metrics.set_models({role: (m.version, m.feature_service) if m is not None else None
+                                for role, m in (("champion", state.champion), ("fallback", state.fallback),
+                                                ("challenger", state.challenger))})
+        return Response(svc.metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/model", response_model=ModelsResponse, summary="Served models: versions, FeatureService, "
+                                                              "training metrics, lineage")
+    def model_info(svc: Service = Depends(service)) -> ModelsResponse:
+        state = svc.models.state
+        return ModelsResponse(
+            champion=_model_info(svc, state.champion, "champion"),
+            fallback=_model_info(svc, state.fallback, "fallback (previous champion)"),
+            challenger=_model_info(svc, state.challenger, "challenger"),
+            loaded_at=state.loaded_at.isoformat() if state.loaded_at else None,
+            last_error=state.last_error, max_batch_size=svc.options.max_batch_size)
+
+    @app.post("/admin/reload", response_model=ReloadResponse, summary="Re-read the champion alias now",
+              description="Loads and checks a new champion in the background of serving (requests keep "
+                          "being answered by the current one) and swaps it in atomically. Needs "
+                          "`Authorization: Bearer <PM_ADMIN_TOKEN>`; with an empty token admin is disabled.",
+              responses={**_error(401, "Missing or wrong bearer token."),
+                         **_error(403, "Admin endpoints disabled (PM_ADMIN_TOKEN is empty).")})
+    def admin_reload(svc: Service = Depends(service),
+                     credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> ReloadResponse:
+        _check_admin(svc.settings, credentials)
+        result = svc.models.reload()
+        return ReloadResponse(changed=result.changed, champion_version=result.champion_version,
+                              fallback_version=result.fallback_version, detail=result.detail)
+
+    return app
+
+
+def _json(body: dict) -> Response:
+    # Prediction bodies are built as dicts in the shape of serving/schemas.py (the schemathesis test
+    # validates them against the OpenAPI spec); response_model documents them. allow_nan=False: a NaN
+    # would be invalid JSON, so it fails loudly instead.
+    return Response(json.dumps(body, allow_nan=False), media_type="application/json")
+
+
+def _score(svc: Service, items):
+    try:
+        return svc.predictor.score(items)
+    except (ServiceUnavailable, FeatureStoreUnavailable) as exc:
+        raise HTTPException(503, str(exc)) from exc
+
+
+def _check_admin(settings: Settings, credentials: HTTPAuthorizationCredentials | None) -> None:
+    if not settings.admin_token:
+        raise HTTPException(403, "admin endpoints are disabled: PM_ADMIN_TOKEN is empty on this server")
+    if credentials is None:
+        raise HTTPException(401, "missing `Authorization: Bearer <token>` header",
+                            headers={"WWW-Authenticate": "Bearer"})
+    if not hmac.compare_digest(credentials.credentials.encode(), settings.admin_token.encode()):
+        raise HTTPException(401, "wrong admin token", headers={"WWW-Authenticate": "Bearer"})
+
+
+def _model_info(svc: Service, model, alias: str) -> ModelInfo | None:
+    if model is None:
+        return None
+    return ModelInfo(name=model.name, version=model.version, alias=alias, feature_service=model.feature_service,
+                     feature_names=list(model.feature_names), artifact_sha256=model.sha256, run_id=model.run_id,
+                     training_metrics=_run_metrics(svc, model.run_id),
+                     lineage={k: model.tags[k] for k in LINEAGE_TAGS if k in model.tags})
+
+
+def _run_metrics(svc: Service, run_id: str) -> dict[str, float]:
+    if not run_id:
+        return {}
+    if run_id not in svc.run_metrics:
+        from training.tracking import client
+
+        metrics = client(svc.settings).get_run(run_id).data.metrics
+        # Slice metrics are many and live in MLflow; /model shows the headline numbers.
+        svc.run_metrics[run_id] = {k: float(v) for k, v in sorted(metrics.items()) if not k.startswith("slice.")}
+    return svc.run_metrics[run_id]

@@ -1,0 +1,22 @@
+"""`python -m serving`: run the prediction service under uvicorn (host and port from config.settings)."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="Prediction service (FastAPI under uvicorn).", add_completion=False)
+
+
+@app.command()
+def serve(
+    workers: int = typer.Option(1, min=1, help="uvicorn worker processes (each loads its own model and FeatureStore)."),
+    log_level: str = typer.Option("info", help="uvicorn log level."),
+) -> None:
+    """Serve on PM_SERVING_HOST:PM_SERVING_PORT."""
+    import uvicorn
+
+    from config.settings import get_settings
+
+    settings = get_settings()
+    uvicorn.run("serving.app:create_app", factory=True, host=settings.serving_host, port=settings.serving_port,
+                workers=workers, log_level=log_level)

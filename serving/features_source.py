@@ -1,0 +1,261 @@
+"""Where serving gets features: the Feast online store, through features.retrieve.online_features.
+
+One :class:`FeastFeatureSource` (one FeatureStore) per worker. It adds what serving needs on top of
+the library: bounded Redis timeouts with no retry back-off (a dead Redis must give a fast 503, and
+the next request after Redis returns reconnects by itself), per-feature ages and TTLs, unknown
+market detection, and request-time price overrides recomputed through the on-demand view's own UDF.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Sequence
+
+import pandas as pd
+
+from config.settings import Settings
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+log = logging.getLogger(__name__)
+
+PRICE_FEATURE = "price"
+ENTITY_KEY = "market_id"
+
+
+class FeatureStoreUnavailable(RuntimeError):
+    """The online store could not be read (down, timed out, misconfigured); the message says why."""
+
+
+@dataclass(frozen=True)
+class ServicePlan:
+    """What serving needs to know about one FeatureService, computed once from the Feast registry."""
+
+    name: str
+    feature_names: list[str]
+    view_of: dict[str, str]                  # feature -> (stored or on-demand) view name
+    stored_views: list[str]                  # stored views of the service (ages reported per view)
+    odfv_sources: dict[str, list[str]]       # on-demand view -> its stored source views
+    ttl_s: dict[str, float]                  # stored view -> TTL in seconds (inf: none)
+
+    def ttl_of(self, feature: str) -> float | None:
+        ttl = self.ttl_s.get(self.view_of[feature], math.inf)
+        return None if math.isinf(ttl) else ttl
+
+
+@dataclass
+class OnlineFeatures:
+    """Feature rows for the requested markets (request order), ready for the model."""
+
+    plan: ServicePlan
+    market_ids: list[str]
+    prices: list[float | None]               # request-time prices (None: none given)
+    values: pd.DataFrame                     # market_id + one column per feature, request order, RangeIndex
+    status: pd.DataFrame                     # Feast field status per feature
+    ages: list[dict[str, float | None]]      # per row: feature -> age in seconds (None: no value, or an
+                                             # on-demand feature: computed now; its inputs carry their ages)
+    known: list[bool]                        # per row: the store has any stored value for the market
+    request_ts: datetime
+    overridden: list[set[str]] = field(default_factory=list)  # per row: features replaced by request values
+
+
+class RegistryCachedStore:
+    """A FeatureStore whose definition lookups are decoded once and kept.
+
+    FeatureStore.get_feature_view / get_feature_service / list_on_demand_feature_views default to
+    allow_cache=False (one SQL registry query per call), and even cached they decode protos and run
+    typeguard on every call: features.retrieve makes five such calls per online read, which profiled
+    at ~60% of a single /predict. Definitions only change with `feast apply` (a changed service gets
+    a new name), so a restart picks up a redefinition. Everything else is delegated unchanged.
+    """
+
+    def __init__(self, store: "FeatureStore"):
+        self._store = store
+        self._kept: dict[tuple, object] = {}
+
+    def __getattr__(self, name: str):
+        return getattr(self._store, name)
+
+    def _keep(self, key: tuple, load):
+        if key not in self._kept:
+            self._kept[key] = load()
+        return self._kept[key]
+
+    def get_feature_service(self, name: str, allow_cache: bool = True):
+        return self._keep(("service", name), lambda: self._store.get_feature_service(name, allow_cache=True))
+
+    def get_feature_view(self, name: str, allow_registry_cache: bool = True):
+        return self._keep(("view", name), lambda: self._store.get_feature_view(name, allow_registry_cache=True))
+
+    def list_on_demand_feature_views(self, allow_cache: bool = True, tags=None):
+        return self._keep(("odfvs", str(tags)),
+                          lambda: self._store.list_on_demand_feature_views(allow_cache=True, tags=tags))
+
+
+class FeastFeatureSource:
+    """Online features from the Feast online store configured in settings."""
+
+    def __init__(self, settings: Settings, timeout_s: float = 0.25):
+        self.settings = settings
+        self.timeout_s = timeout_s
+        self.store = RegistryCachedStore(self._build_store())
+        self._plans: dict[str, ServicePlan] = {}
+        self._lock = threading.Lock()
+
+    def _build_store(self) -> "FeatureStore":
+        from feast import FeatureStore
+
+        from features.store import get_store, repo_config
+
+        if self.settings.online_store_type != "redis":
+            return get_store(self.settings)
+        config = repo_config(self.settings)
+        # Feast parses `key=value` pairs of the connection string into redis-py keyword arguments.
+        config.online_store.connection_string += (
+            f",socket_timeout={self.timeout_s},socket_connect_timeout={self.timeout_s}")
+        store = FeatureStore(repo_path=str(self.settings.feature_repo_dir), config=config)
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        # redis-py's default is 3 retries with exponential back-off up to 10 s: seconds of hanging
+        # per request while Redis is down. One immediate retry (a pooled connection that died with a
+        # restarted Redis is replaced at once), each attempt bounded by the socket timeouts above.
+        client = store._get_provider().online_store._get_client(store.config.online_store)
+        client.set_retry(Retry(NoBackoff(), 1))
+        return store
+
+    # ------------------------------------------------------------------ registry facts
+
+    def plan(self, service_name: str) -> ServicePlan:
+        with self._lock:
+            if service_name not in self._plans:
+                self._plans[service_name] = self._make_plan(service_name)
+            return self._plans[service_name]
+
+    def _make_plan(self, service_name: str) -> ServicePlan:
+        from feast.errors import FeatureServiceNotFoundException
+
+        try:
+            service = self.store.get_feature_service(service_name)
+        except FeatureServiceNotFoundException as exc:
+            raise LookupError(f"FeatureService {service_name!r} is not in the Feast registry "
+                              f"({self.settings.feast_registry_uri})") from exc
+        odfvs = {v.name: v for v in self.store.list_on_demand_feature_views()}
+        names, view_of, stored, sources, ttl = [], {}, [], {}, {}
+        for projection in service.feature_view_projections:
+            if projection.name in odfvs:
+                sources[projection.name] = [s.name for s in odfvs[projection.name].source_feature_view_projections.values()]
+            else:
+                stored.append(projection.name)
+            for f in projection.features:
+                names.append(f.name)
+                view_of[f.name] = projection.name
+        for view in {*stored, *(v for vs in sources.values() for v in vs)}:
+            seconds = self.store.get_feature_view(view).ttl.total_seconds()
+            ttl[view] = seconds or math.inf
+        return ServicePlan(service_name, names, view_of, stored, sources, ttl)
+
+    # ------------------------------------------------------------------ reads
+
+    def ping(self) -> None:
+        """Raise FeatureStoreUnavailable unless the online store answers."""
+        try:
+            if self.settings.online_store_type == "redis":
+                client = self.store._get_provider().online_store._get_client(self.store.config.online_store)
+                client.ping()
+            elif not self.settings.online_sqlite_path.exists():
+                raise FileNotFoundError(f"SQLite online store {self.settings.online_sqlite_path} does not exist")
+        except Exception as exc:  # noqa: BLE001 - every failure means "not reachable", with its reason
+            raise FeatureStoreUnavailable(f"online store ({self.settings.online_store_type}) unreachable: "
+                                          f"{type(exc).__name__}: {exc}") from exc
+
+    def read(self, market_ids: Sequence[str], service_name: str, request_ts: datetime,
+             prices: Sequence[float | None] | None = None) -> OnlineFeatures:
+        """ONE online read for all markets; `prices` (per market, None: none) override the stored price."""
+        from features.retrieve import online_features
+
+        plan = self.plan(service_name)
+        try:
+            result = online_features(list(market_ids), service_name, request_ts, store=self.store)
+        except Exception as exc:  # noqa: BLE001 - a failed read is a 503 with its reason, never a 500
+            raise FeatureStoreUnavailable(f"online feature read failed: {type(exc).__name__}: {exc}") from exc
+        # Plain column lists instead of DataFrame drops/reductions: pandas overhead profiled at ~40% of
+        # a one-market read. values/status keep Feast's RangeIndex (row i = market i) and market_id column.
+        values, status = result.values, result.status
+        view_ages = {v: [None if a != a else float(a) for a in result.age_seconds[v].tolist()]
+                     for v in plan.stored_views}
+        age_view = {f: plan.view_of[f] if plan.view_of[f] in view_ages else None for f in plan.feature_names}
+        ages = [{f: (view_ages[v][i] if v is not None else None) for f, v in age_view.items()}
+                for i in range(len(market_ids))]
+        stored_status = [status[f].tolist() for f in plan.feature_names if plan.view_of[f] in plan.stored_views]
+        known = [any(column[i] != "NOT_FOUND" for column in stored_status) for i in range(len(market_ids))]
+        prices = list(prices) if prices is not None else [None] * len(market_ids)
+        out = OnlineFeatures(plan, list(market_ids), prices, values, status, ages, known, result.request_ts,
+                             overridden=[set() for _ in market_ids])
+        if any(p is not None for p in prices):
+            self._override_prices(out, prices)
+        return out
+
+    def _override_prices(self, feats: OnlineFeatures, prices: Sequence[float | None]) -> None:
+        """Put request-time prices in, and recompute the on-demand features that depend on price.
+
+        The on-demand UDF is run twice (stored price, request price) on the same other inputs; the
+        outputs that change are the price-dependent ones and take the recomputed value. Inputs the
+        service does not return (e.g. resolution_date) are passed as null, which only affects
+        outputs that do not depend on price and are therefore kept as read.
+        """
+        if PRICE_FEATURE not in feats.values.columns:
+            return
+        plan, rows = feats.plan, [i for i, p in enumerate(prices) if p is not None]
+        new_price = [float(prices[i]) for i in rows]
+        old_price = [feats.values.at[i, PRICE_FEATURE] for i in rows]
+        for i, p in zip(rows, new_price):
+            feats.values.at[i, PRICE_FEATURE] = p
+            feats.status.at[i, PRICE_FEATURE] = "PRESENT"
+            feats.ages[i][PRICE_FEATURE] = 0.0
+            feats.overridden[i].add(PRICE_FEATURE)
+        odfvs = {v.name: v for v in self.store.list_on_demand_feature_views()}
+        for view_name, source_views in plan.odfv_sources.items():
+            odfv = odfvs[view_name]
+
+            def inputs(price_values: list) -> dict[str, list]:
+                data: dict[str, list] = {"request_ts": [feats.request_ts] * len(rows)}
+                for source in odfv.source_feature_view_projections.values():
+                    for f in source.features:
+                        if f.name == PRICE_FEATURE:
+                            column = price_values
+                        elif f.name in feats.values.columns:
+                            column = [_none_if_nan(feats.values.at[i, f.name]) for i in rows]
+                        else:
+                            column = [None] * len(rows)
+                        data[f"{source.name}__{f.name}"] = column
+                return data
+
+            before = odfv.transform_dict(inputs([_none_if_nan(v) for v in old_price]))
+            after = odfv.transform_dict(inputs(new_price))
+            for f in (n for n in plan.feature_names if plan.view_of[n] == view_name):
+                for k, i in enumerate(rows):
+                    if not _same(before[f][k], after[f][k]):
+                        value = _none_if_nan(after[f][k])
+                        feats.values.at[i, f] = value
+                        feats.status.at[i, f] = "PRESENT" if value is not None else "NULL_VALUE"
+                        feats.overridden[i].add(f)
+
+
+def _none_if_nan(value):
+    if value is None:
+        return None
+    try:
+        return None if value != value else value
+    except (TypeError, ValueError):
+        return value
+
+
+def _same(a, b) -> bool:
+    a, b = _none_if_nan(a), _none_if_nan(b)
+    return a == b

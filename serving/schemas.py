@@ -1,0 +1,124 @@
+"""Request and response bodies of the prediction service (they define the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Source = Literal["model", "fallback_model", "market_price"]
+ModelRole = Literal["champion", "fallback"]
+MarketStatus = Literal["open", "past_resolution_date", "unknown"]
+
+MARKET_ID = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$",
+                  description="The market's id (the `market` entity key in Feast).",
+                  examples=["mkt-000042"])
+MARKET_PRICE = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False,
+                     description="Optional fresh market price in [0, 1], known at request time. It replaces "
+                                 "the stored `price` feature and the on-demand features derived from it.",
+                     examples=[0.62])
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"market_id": "mkt-000042"}, {"market_id": "mkt-000042", "market_price": 0.62}]})
+
+    market_id: str = MARKET_ID
+    market_price: float | None = MARKET_PRICE
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"items": [{"market_id": "mkt-000042"}, {"market_id": "mkt-000043", "market_price": 0.3}]}]})
+
+    items: list[PredictRequest] = Field(min_length=1, description="Markets to score (at most the service's "
+                                                                  "max_batch_size, see GET /model).")
+
+
+class FeatureInfo(BaseModel):
+    value: float | int | str | None = Field(description="Value given to the model (null: missing, imputed by the model).")
+    status: str = Field(description="PRESENT, NOT_FOUND, NULL_VALUE, OUTSIDE_MAX_AGE (older than its TTL), "
+                                    "or REQUEST (supplied / recomputed from request values).")
+    age_seconds: float | None = Field(description="Request time minus the value's event time (null: no value).")
+    ttl_seconds: float | None = Field(description="Max age the model contract allows (null: no limit).")
+
+
+class Prediction(BaseModel):
+    model_config = ConfigDict(protected_namespaces=(), json_schema_extra={"examples": [{
+        "request_id": "7d4b0b8e6f1d4c1fb7b8f1c7d9e2a001", "market_id": "mkt-000042", "probability": 0.71,
+        "source": "model", "model_version": "3", "model_role": "champion", "feature_service": "market_forecaster_v1",
+        "ab_group": None, "market_status": "open",
+        "features": {"price": {"value": 0.66, "status": "PRESENT", "age_seconds": 3600.0, "ttl_seconds": 259200.0}},
+        "warnings": [], "latency_ms": 3.1}]})
+
+    request_id: str
+    market_id: str
+    probability: float = Field(ge=0.0, le=1.0, description="P(outcome = 1).")
+    source: Source = Field(description="model: the champion; fallback_model: the previous champion after the "
+                                       "champion failed; market_price: the price passed through after both failed.")
+    model_version: str | None = Field(description="Registry version that produced the probability (null for market_price).")
+    model_role: ModelRole
+    feature_service: str | None
+    ab_group: str | None = None
+    market_status: MarketStatus
+    features: dict[str, FeatureInfo]
+    warnings: list[str]
+    latency_ms: float
+
+
+class BatchItemError(BaseModel):
+    index: int
+    market_id: str
+    status_code: int = Field(description="What /predict would have answered for this market (404, 503).")
+    detail: str
+
+
+class BatchResponse(BaseModel):
+    predictions: list[Prediction] = Field(description="Scored markets, in request order.")
+    errors: list[BatchItemError] = Field(description="Markets that could not be scored, with the reason.")
+    latency_ms: float
+
+
+class ModelInfo(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    name: str
+    version: str
+    alias: str
+    feature_service: str
+    feature_names: list[str]
+    artifact_sha256: str
+    run_id: str
+    training_metrics: dict[str, float]
+    lineage: dict[str, str]
+
+
+class ModelsResponse(BaseModel):
+    champion: ModelInfo | None
+    fallback: ModelInfo | None
+    challenger: ModelInfo | None
+    loaded_at: str | None
+    last_error: str | None
+    max_batch_size: int
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    ready: bool
+    model_loaded: bool
+    online_store_reachable: bool
+    detail: list[str]
+
+
+class ReloadResponse(BaseModel):
+    changed: bool
+    champion_version: str | None
+    fallback_version: str | None
+    detail: str
+
+
+class ErrorBody(BaseModel):
+    detail: str | list | dict

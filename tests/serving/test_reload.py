@@ -1,0 +1,93 @@
+"""Model updates without downtime: alias moved under a stream of requests, by /admin/reload and by the poller."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from serving.options import ServingOptions
+from tests.serving import world
+from tests.serving.conftest import ADMIN_TOKEN
+
+pytestmark = pytest.mark.slow
+
+
+def _stream(client, market_ids, stop: threading.Event, seen: list) -> None:
+    i = 0
+    while not stop.is_set():
+        r = client.post("/predict", json={"market_id": market_ids[i % len(market_ids)]})
+        seen.append((r.status_code, r.json().get("model_version")))
+        i += 1
+
+
+def test_champion_moved_during_a_stream_of_requests_no_request_fails(client, online, model_store,
+                                                                     serving_settings):
+    stop, seen = threading.Event(), []
+    streams = [threading.Thread(target=_stream, args=(client, online.ids, stop, seen)) for _ in range(3)]
+    for t in streams:
+        t.start()
+    try:
+        time.sleep(0.5)
+        world.set_champion(serving_settings, model_store.versions["next"])
+        r = client.post("/admin/reload", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        assert r.status_code == 200, r.text
+        assert r.json() == {**r.json(), "changed": True, "champion_version": model_store.versions["next"],
+                            "fallback_version": model_store.versions["champion"]}
+        n_at_swap = len(seen)
+        deadline = time.monotonic() + 30
+        while len(seen) < n_at_swap + 10 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for t in streams:
+            t.join()
+    assert {code for code, _ in seen} == {200}
+    versions = [v for _, v in seen]
+    assert set(versions) == {model_store.versions["champion"], model_store.versions["next"]}
+    assert versions[-1] == model_store.versions["next"]
+    info = client.get("/model").json()
+    assert info["champion"]["version"] == model_store.versions["next"]
+    assert info["fallback"]["version"] == model_store.versions["champion"]
+
+
+def test_poller_picks_up_a_new_champion(make_client, online, model_store, serving_settings):
+    client = make_client(ServingOptions(poll_interval_s=0.3, log_flush_interval_s=0.2))
+    assert client.get("/model").json()["champion"]["version"] == model_store.versions["champion"]
+    world.set_champion(serving_settings, model_store.versions["next"])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if client.get("/model").json()["champion"]["version"] == model_store.versions["next"]:
+            break
+        time.sleep(0.2)
+    body = client.post("/predict", json={"market_id": online.ids[0]}).json()
+    assert body["model_version"] == model_store.versions["next"]
+
+
+def test_a_candidate_that_fails_its_check_is_refused_and_the_champion_keeps_serving(client, online, model_store,
+                                                                                    serving_settings):
+    from training import registry
+
+    # The next version claims a FeatureService Feast does not know: serving must refuse it.
+    registry.set_version_tags(serving_settings, serving_settings.model_name, model_store.versions["next"],
+                              {"feature_service": "market_forecaster_v9"})
+    world.set_champion(serving_settings, model_store.versions["next"])
+    r = client.post("/admin/reload", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).json()
+    assert r["changed"] is False and r["champion_version"] == model_store.versions["champion"]
+    assert "market_forecaster_v9" in r["detail"] and "not in the Feast registry" in r["detail"]
+    body = client.post("/predict", json={"market_id": online.ids[0]}).json()
+    assert body["model_version"] == model_store.versions["champion"]
+    assert "market_forecaster_v9" in client.get("/model").json()["last_error"]
+
+
+def test_no_champion_at_start_up_is_not_ready_and_503(make_client, online, serving_settings):
+    from training import registry
+
+    registry.client(serving_settings).delete_registered_model_alias(serving_settings.model_name, "champion")
+    client = make_client()
+    ready = client.get("/ready")
+    assert ready.status_code == 503 and ready.json()["model_loaded"] is False
+    assert "no 'champion' alias" in ready.json()["detail"][0]
+    r = client.post("/predict", json={"market_id": online.ids[0]})
+    assert r.status_code == 503 and "no champion model is loaded" in r.json()["detail"]
