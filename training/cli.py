@@ -1,0 +1,128 @@
+"""`python -m training ...`: thin Typer wrappers over the library, no logic here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="Train, register, promote, roll back, reproduce, audit and backtest the market forecaster.",
+                  no_args_is_help=True, add_completion=False)
+
+
+def _fail(exc: Exception) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(code=1)
+
+
+@app.command()
+def train(
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="Build the training set as it could have been built "
+                                                               "at this UTC time (default: now)."),
+    seed: int = typer.Option(0, help="Random seed of the model and the CV folds."),
+    tune: Optional[str] = typer.Option(None, help="Hyperparameter search before the final fit: grid or random."),
+    trials: int = typer.Option(6, help="Trials for --tune random."),
+    space: Optional[Path] = typer.Option(
+        None, exists=True, dir_okay=False,
+        help="Search space JSON: an object mapping model params to lists of values "
+             "(default: training.tune.DEFAULT_SPACE)."),
+    promote: bool = typer.Option(False, "--promote", help="Make the model champion if every gate passes."),
+    parent_version: Optional[str] = typer.Option(None, help="Model version this run retrains (lineage)."),
+) -> None:
+    """Build the training set through Feast, fit, evaluate, log to MLflow, register and gate a model."""
+    from config.settings import get_settings
+    from training.pipeline import ModelSpec
+    from training.train import TrainConfig, train as run
+    from training.tune import load_space
+
+    try:
+        result = run(get_settings(), as_of=as_of, config=TrainConfig(spec=ModelSpec(seed=seed)),
+                     promote_if_passed=promote, parent_version=parent_version, tune=tune, tune_trials=trials,
+                     tune_space=load_space(space) if space else None)
+    except (ValueError, RuntimeError, LookupError) as exc:
+        _fail(exc)
+    typer.echo(result.to_text())
+    raise typer.Exit(code=0 if result.passed else 2)
+
+
+@app.command()
+def promote(
+    version: Optional[str] = typer.Option(None, help="Version to promote (default: the challenger)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check gates and artifact, change nothing."),
+) -> None:
+    """Move the champion alias to a version whose recorded gates all passed."""
+    from config.settings import get_settings
+    from training.registry import RegistryError, promote as run
+
+    try:
+        typer.echo(run(get_settings(), version, dry_run=dry_run).to_text())
+    except RegistryError as exc:
+        _fail(exc)
+
+
+@app.command()
+def rollback(
+    to_version: str = typer.Option(..., "--to-version", help="Version to make champion again."),
+    reason: str = typer.Option(..., help="Why (recorded on the version and the model)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Verify the target, change nothing."),
+) -> None:
+    """Point the champion alias back at an earlier, verified version."""
+    from config.settings import get_settings
+    from training.registry import RegistryError, rollback as run
+
+    try:
+        typer.echo(run(get_settings(), to_version, reason, dry_run=dry_run).to_text())
+    except RegistryError as exc:
+        _fail(exc)
+
+
+@app.command()
+def reproduce(version: str = typer.Option(..., help="Registered model version to rebuild.")) -> None:
+    """Rebuild a version's training set from its lineage, retrain, and compare predictions."""
+    from config.settings import get_settings
+    from training.registry import RegistryError
+    from training.reproduce import ReproduceError, reproduce as run
+
+    try:
+        typer.echo(run(get_settings(), version).to_text())
+    except (ReproduceError, RegistryError, ValueError) as exc:
+        _fail(exc)
+
+
+@app.command("audit-export")
+def audit_export(out: Path = typer.Option(..., help="Directory for audit_runs.csv and audit_bundle.json.")) -> None:
+    """Export every run (failed and rejected included) and model version to CSV + JSON."""
+    from config.settings import get_settings
+    from training.audit import export
+
+    try:
+        typer.echo(export(get_settings(), out).to_text())
+    except LookupError as exc:
+        _fail(exc)
+
+
+@app.command()
+def backtest(
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="Build the training set as of this UTC time."),
+    periods: int = typer.Option(4, min=1, help="Forecast periods over the later half of the snapshot times."),
+    edge: float = typer.Option(0.05, help="Bet when |model - price| exceeds this."),
+    stake: float = typer.Option(1.0, help="Fixed stake per bet."),
+    fee: float = typer.Option(0.01, help="Fee per bet, as a fraction of the stake."),
+    truth: Optional[Path] = typer.Option(None, exists=True, dir_okay=False,
+                                         help="Simulated data only: truth.parquet, for the best achievable Brier."),
+    seed: int = typer.Option(0, help="Model seed."),
+    out: Optional[Path] = typer.Option(None, help="Output directory (default: <reports_dir>/backtest-<time>)."),
+) -> None:
+    """Walk-forward backtest: model vs market price per period, calibration, and betting P&L."""
+    from config.settings import get_settings
+    from training.backtest import BacktestConfig, BettingRule, backtest as run
+    from training.pipeline import ModelSpec
+
+    config = BacktestConfig(n_periods=periods, spec=ModelSpec(seed=seed), rule=BettingRule(edge, stake, fee))
+    try:
+        result, written = run(get_settings(), as_of=as_of, config=config, truth_path=truth, out_dir=out)
+    except (ValueError, RuntimeError) as exc:
+        _fail(exc)
+    typer.echo(result.to_text())
+    typer.echo(f"written to {written}")

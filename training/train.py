@@ -1,0 +1,245 @@
+"""One training run: training set -> split -> fit model + baselines -> evaluate -> MLflow -> register -> gates.
+
+Every run is an MLflow run, whatever happens: a run that raises ends FAILED, a model that
+fails a gate is registered with its ``gate.*`` verdicts (and no alias), so the audit export
+sees every attempt.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from training.data import TrainingSet, build_training_set
+from training.pipeline import ModelSpec
+from training.registry import GateLimits, GateVerdict
+from training.tracking import dumps
+
+if TYPE_CHECKING:
+    from config.settings import Settings
+
+
+@dataclass
+class TrainConfig:
+    """Everything besides the data that determines a trained model (recorded for reproduce)."""
+
+    spec: ModelSpec = field(default_factory=ModelSpec)
+    valid_fraction: float = 0.25
+    baseline_logreg: bool = True
+    importance_repeats: int = 3
+
+    def to_json(self) -> str:
+        return dumps({"spec": asdict(self.spec), "valid_fraction": self.valid_fraction,
+                      "baseline_logreg": self.baseline_logreg, "importance_repeats": self.importance_repeats})
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        raw = json.loads(text)
+        return cls(spec=ModelSpec(**raw["spec"]), valid_fraction=raw["valid_fraction"],
+                   baseline_logreg=raw["baseline_logreg"], importance_repeats=raw["importance_repeats"])
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    version: str
+    metrics: dict[str, float]
+    verdicts: list[GateVerdict]
+    aliases: list[str]
+    training_set_hash: str
+
+    @property
+    def passed(self) -> bool:
+        return all(v.passed for v in self.verdicts)
+
+    def to_text(self) -> str:
+        lines = [f"run {self.run_id} -> model version {self.version} "
+                 f"({'all gates passed' if self.passed else 'REJECTED by gates'}; aliases: {self.aliases or '-'})",
+                 f"training set {self.training_set_hash[:16]}",
+                 "valid: " + ", ".join(f"{k}={self.metrics[k]:.4f}" for k in
+                                       ("valid_brier", "valid_brier_market", "valid_brier_skill",
+                                        "valid_ece", "valid_roc_auc", "train_valid_gap"))]
+        lines += [f"  gate {v.gate}: {v.tag_value()}" for v in self.verdicts]
+        return "\n".join(lines)
+
+
+def model_requirements() -> list[str]:
+    """Pinned requirements of the model artifact. Given explicitly: MLflow's inference runs a
+    subprocess that re-imports the model (~30 s); the full environment is logged beside it."""
+    from importlib import metadata
+
+    return [f"{d}=={metadata.version(d)}" for d in ("scikit-learn", "skops", "numpy", "pandas", "scipy", "mlflow")]
+
+
+def prefixed(prefix: str, metrics: dict) -> dict[str, float]:
+    return {f"{prefix}_{k}": float(v) for k, v in metrics.items() if k != "n"}
+
+
+def champion_brier(settings: "Settings", valid: pd.DataFrame) -> tuple[dict | None, str | None]:
+    """The current champion's row- and market-weighted Brier on these validation rows
+    (None if there is no champion)."""
+    from training.evaluate import brier
+    from training.registry import CHAMPION, aliases, load_verified_model
+
+    from mlflow.exceptions import MlflowException
+
+    try:
+        if CHAMPION not in aliases(settings, settings.model_name):
+            return None, None
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":  # only "no registered model yet" means no champion
+            raise
+        return None, None
+    champ = load_verified_model(settings.model_name, CHAMPION, settings)  # a tampered champion is an error
+    missing = [c for c in champ.feature_names if c not in valid.columns]
+    if missing:
+        raise ValueError(f"champion v{champ.version} needs features {missing} absent from this training set; "
+                         "compare on a shared FeatureService or retire the champion explicitly")
+    y, p = valid["label"].to_numpy(), champ.predict(valid)
+    counts = valid.groupby("market_id")["market_id"].transform("size").to_numpy(dtype=float)
+    return {"champion_valid_brier": brier(y, p), "champion_valid_mw_brier": brier(y, p, 1.0 / counts)}, champ.version
+
+
+def fit_and_evaluate(ts: TrainingSet, config: TrainConfig):
+    """Fit the model and baselines on the market/time split; return everything to log."""
+    from training.evaluate import forecast_metrics, slice_table
+    from training.pipeline import fit_model, market_price_forecast, predict_proba
+    from training.split import split_by_resolution
+
+    split = split_by_resolution(ts.frame, config.valid_fraction)
+    model = fit_model(config.spec, split.train, ts.feature_names)
+    y_tr, y_va = split.train["label"].to_numpy(), split.valid["label"].to_numpy()
+    p_tr = predict_proba(model, split.train, ts.feature_names)
+    p_va = predict_proba(model, split.valid, ts.feature_names)
+    market_tr, market_va = market_price_forecast(split.train), market_price_forecast(split.valid)
+    ids_tr, ids_va = split.train["market_id"].to_numpy(), split.valid["market_id"].to_numpy()
+    metrics = {**prefixed("train", forecast_metrics(y_tr, p_tr, market_tr, ids_tr)),
+               **prefixed("valid", forecast_metrics(y_va, p_va, market_va, ids_va))}
+    metrics["train_valid_gap"] = metrics["valid_brier"] - metrics["train_brier"]
+    metrics["mw_train_valid_gap"] = metrics["valid_mw_brier"] - metrics["train_mw_brier"]
+    forecasts = {"model": p_va, "market price": market_va}
+    if config.baseline_logreg:
+        logreg = fit_model(ModelSpec(kind="logreg", calibration=None, seed=config.spec.seed), split.train,
+                           ts.feature_names)
+        p_lr = predict_proba(logreg, split.valid, ts.feature_names)
+        metrics.update(prefixed("baseline_logreg_valid", forecast_metrics(y_va, p_lr, market_va, ids_va)))
+        forecasts["logistic regression"] = p_lr
+    metrics.update(prefixed("baseline_market_valid", forecast_metrics(y_va, market_va, market_va, ids_va)))
+    slices = slice_table(split.valid, p_va)
+    return model, split, p_va, forecasts, metrics, slices
+
+
+def log_artifacts(run_dir: Path, ts: TrainingSet, split, model, p_va: np.ndarray, forecasts: dict,
+                  slices: pd.DataFrame, config: TrainConfig) -> dict[str, Path]:
+    """Write plots, tables, summary, environment and reference profile into ``run_dir``."""
+    from training.evaluate import permutation_importance_plot, reliability_diagram
+    from training.tracking import pinned_environment
+
+    y_va = split.valid["label"].to_numpy()
+    paths = {"reliability": reliability_diagram(y_va, forecasts, run_dir / "reliability_diagram.png")}
+    importance = permutation_importance_plot(model, split.valid, ts.feature_names,
+                                             run_dir / "permutation_importance.png", seed=config.spec.seed,
+                                             n_repeats=config.importance_repeats)
+    importance.to_csv(run_dir / "permutation_importance.csv", index=False)
+    slices.to_csv(run_dir / "slice_metrics.csv", index=False)
+    summary = {**ts.summary(), "split": split.describe()}
+    (run_dir / "training_set_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    (run_dir / "raw_batch_ids.json").write_text(json.dumps(ts.batch_ids))
+    (run_dir / "requirements.txt").write_text(pinned_environment())
+    (run_dir / "training_config.json").write_text(config.to_json())
+    paths["reference_profile"] = write_reference_profile(run_dir / "reference_profile.json", split.valid,
+                                                         p_va, ts.feature_names)
+    return paths
+
+
+def write_reference_profile(path: Path, valid: pd.DataFrame, p_va: np.ndarray, feature_names: list[str]) -> Path:
+    from monitoring.reference import build_reference_profile, save_profile
+    from training.pipeline import split_columns
+
+    numeric, categorical = split_columns(feature_names, valid)
+    profile = build_reference_profile(valid[feature_names], p_va, valid["label"].to_numpy(), numeric, categorical)
+    return save_profile(profile, path)
+
+
+def train(settings: "Settings", as_of: str | pd.Timestamp | None = None, config: TrainConfig | None = None,
+          training_set: TrainingSet | None = None, limits: GateLimits | None = None,
+          promote_if_passed: bool = False, parent_version: str | None = None, tune: str | None = None,
+          tune_trials: int = 6, tune_space: dict[str, list] | None = None) -> TrainResult:
+    """Train, log, register and gate one model. See module docstring."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from training import registry
+    from training.tracking import configure_mlflow, git_commit
+
+    config = config or TrainConfig()
+    configure_mlflow(settings)
+    with mlflow.start_run(run_name=f"train-{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%S}") as run:
+        mlflow.set_tags({"pm.kind": "train", "pm.as_of_requested": str(as_of)})
+        ts = training_set or build_training_set(settings, as_of)
+        if tune:
+            from training.tune import tune as run_tuning
+
+            config = run_tuning(ts, config, strategy=tune, n_trials=tune_trials, seed=config.spec.seed,
+                                space=tune_space)
+        lineage = {"feature_service": ts.feature_service, "training_set_hash": ts.content_hash,
+                   "raw_data_hash": ts.raw_data_hash, "git_commit": git_commit(), "as_of": ts.as_of.isoformat(),
+                   "seed": str(config.spec.seed), "parent_version": parent_version or "",
+                   "feature_names": dumps(ts.feature_names),
+                   "as_of_exact": str(ts.validation.get("as_of_exact", "n/a")).lower(),
+                   "validation": dumps(ts.validation)}
+        mlflow.set_tags({f"lineage.{k}": v for k, v in lineage.items()})
+        mlflow.log_params({**config.spec.as_params(), "valid_fraction": config.valid_fraction,
+                           "as_of": ts.as_of.isoformat(), "feature_service": ts.feature_service,
+                           "n_rows": len(ts.frame), "n_markets": ts.frame["market_id"].nunique(),
+                           "n_features": len(ts.feature_names), "tune": tune or "none"})
+        model, split, p_va, forecasts, metrics, slices = fit_and_evaluate(ts, config)
+        champ_scores, champ_version = champion_brier(settings, split.valid)
+        if champ_scores is not None:
+            metrics.update(champ_scores)
+            mlflow.set_tag("pm.compared_with_champion", champ_version)
+        mlflow.log_metrics(metrics)
+        for row in slices.itertuples(index=False):
+            safe = "".join(ch if ch.isalnum() or ch in "_-." else "_" for ch in str(row.value))
+            mlflow.log_metrics({f"slice.{row.slice}.{safe}.{m}": float(getattr(row, m))
+                                for m in ("brier", "brier_skill", "ece")})
+        with tempfile.TemporaryDirectory(prefix="pm-train-") as tmp:
+            run_dir = Path(tmp)
+            paths = log_artifacts(run_dir, ts, split, model, p_va, forecasts, slices, config)
+            mlflow.log_artifacts(str(run_dir), artifact_path="evaluation")
+            example = split.valid[ts.feature_names].head(5)
+            signature = infer_signature(example, p_va[:5])
+            info = mlflow.sklearn.log_model(
+                model, name="model", serialization_format="skops",
+                skops_trusted_types=registry.trusted_types_of(model), signature=signature,
+                input_example=example, pyfunc_predict_fn="predict_proba",
+                pip_requirements=model_requirements(),
+                extra_files=[str(paths["reference_profile"])],
+                registered_model_name=settings.model_name)
+        version = str(info.registered_model_version)
+        with tempfile.TemporaryDirectory(prefix="pm-hash-") as tmp:
+            model_dir = registry.download_model_dir(settings, settings.model_name, version, Path(tmp))
+            artifact_sha = registry.sha256_file(model_dir / registry.MODEL_FILE)
+            profile_sha = registry.sha256_file(model_dir / registry.REFERENCE_PROFILE)
+        verdicts = registry.evaluate_gates(metrics, limits)
+        registry.set_version_tags(settings, settings.model_name, version, {
+            **lineage, "artifact_sha256": artifact_sha, "reference_profile_sha256": profile_sha,
+            "run_id": run.info.run_id,
+            "training_config": config.to_json(), **registry.gate_tags(verdicts)})
+        mlflow.set_tags({"pm.model_version": version, "pm.gates_passed": str(all(v.passed for v in verdicts)).lower(),
+                         **{f"gate.{v.gate}": v.tag_value() for v in verdicts}})
+    new_aliases: list[str] = []
+    if all(v.passed for v in verdicts):
+        registry.client(settings).set_registered_model_alias(settings.model_name, registry.CHALLENGER, version)
+        new_aliases.append(registry.CHALLENGER)
+        if promote_if_passed:
+            registry.promote(settings, version)
+            new_aliases = [registry.CHAMPION]
+    return TrainResult(run_id=run.info.run_id, version=version, metrics=metrics, verdicts=verdicts,
+                       aliases=new_aliases, training_set_hash=ts.content_hash)
