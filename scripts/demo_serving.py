@@ -1,6 +1,6 @@
 """Demo step: start the real prediction service, ask it about open markets, stop it gracefully.
 
-Used by `make demo`. It talks to the service only over HTTP on PM_SERVING_HOST:PM_SERVING_PORT, exactly
+Used by `make demo` (`python -m scripts.demo_serving`). It talks to the service only over HTTP on PM_SERVING_HOST:PM_SERVING_PORT, exactly
 as a trading system would, then sends SIGTERM so the prediction log is flushed (graceful stop).
 """
 
@@ -44,6 +44,10 @@ def main() -> int:
                 status, ready = _call(f"{base}/ready")
                 if status == 200 and ready.get("ready"):
                     break
+                if ready.get("online_store_reachable") and not ready.get("model_loaded"):
+                    # Up, but the registry has no champion (e.g. every model was refused by a gate).
+                    print(f"the service is up but not ready: {ready.get('detail')}", file=sys.stderr)
+                    return 1
             except (urllib.error.URLError, ConnectionError):
                 pass
             if server.poll() is not None or time.monotonic() > deadline:
