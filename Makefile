@@ -4,7 +4,8 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
-DEMO_DIR ?= data/raw/demo
+DATA := $(or $(PM_DATA_DIR),data)
+DEMO_DIR ?= $(DATA)/raw/demo
 PYTEST_ARGS ?=
 
 .PHONY: venv dev demo test lock bench docs clean help
@@ -30,10 +31,29 @@ venv: $(VENV)/.installed
 
 dev: $(VENV)/.dev-installed
 
+# The demo world: three time-sliced batches; the last one (from DEMO_DRIFT on) is drifted.
+DEMO_MARKETS ?= 300
+DEMO_START ?= 2024-01-01
+DEMO_END ?= 2024-06-30
+DEMO_DRIFT ?= 2024-05-01
+DEMO_SEED ?= 7
+
 demo: venv
 	rm -rf $(DEMO_DIR)
-	$(PY) -m ingestion generate --markets 300 --start 2024-01-01 --end 2024-06-30 --seed 7 --batches 3 --out $(DEMO_DIR)
-	for b in $(DEMO_DIR)/batch-*; do $(PY) -m ingestion ingest $$b || exit 1; done
+	$(PY) -m ingestion generate --markets $(DEMO_MARKETS) --start $(DEMO_START) --end $(DEMO_END) \
+		--seed $(DEMO_SEED) --batches 3 --drift-start $(DEMO_DRIFT) --out $(DEMO_DIR)
+	$(PY) -m ingestion ingest $(DEMO_DIR)/batch-001
+	$(PY) -m ingestion ingest $(DEMO_DIR)/batch-002
+	$(PY) -m features apply
+	$(PY) -m features materialize --start $(DEMO_START)T00:00:00Z --end $(DEMO_END)T00:00:00Z
+	$(PY) -m training train --promote
+	$(PY) -m ingestion ingest $(DEMO_DIR)/batch-003
+	$(PY) -m features materialize --start $(DEMO_DRIFT)T00:00:00Z --end $(DEMO_END)T00:00:00Z
+	$(PY) -m scripts.demo_serving
+	$(PY) -m monitoring replay --start $(DEMO_DRIFT)T00:00:00+00:00 --end $(DEMO_END)T00:00:00+00:00 \
+		--log-dir $(DATA)/replayed_prediction_log --model champion
+	$(PY) -m monitoring run --window 60d --end $(DEMO_END)T00:00:00+00:00 \
+		--log-dir $(DATA)/replayed_prediction_log --model-version champion
 	$(PY) -m ingestion show
 
 test: dev

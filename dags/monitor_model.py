@@ -20,7 +20,11 @@ from pipeline_assets import RETRAIN_REQUEST
     start_date=datetime(2024, 1, 1),
     catchup=False,
     max_active_runs=1,
-    params={"window": Param("7d", type="string", description="Window of the prediction log to monitor.")},
+    params={
+        "window": Param("7d", type="string", description="Window of the prediction log to monitor."),
+        "feature_service": Param("market_forecaster_v1", type=["null", "string"],
+                                 description="Also check feature freshness and training-serving skew for it."),
+    },
     default_args={"retries": 1, "retry_delay": timedelta(minutes=5)},
     tags=["monitoring"],
     doc_md=__doc__,
@@ -33,7 +37,7 @@ def monitor_model():
         from config.settings import get_settings
         from monitoring.run import execute_run
 
-        outputs = execute_run(get_settings(), params["window"])
+        outputs = execute_run(get_settings(), params["window"], feature_service=params["feature_service"])
         if outputs.retrain_request_path is None:
             # No retraining asked for: skip so the asset event (and a training run) is not emitted.
             raise AirflowSkipException(outputs.to_text())
