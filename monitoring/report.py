@@ -195,6 +195,23 @@ def _plots(result: dict[str, Any]) -> list[tuple[str, str]]:
         axes.ravel()[0].legend(fontsize=7)
         fig.tight_layout()
         out.append(("Distributions: reference bins vs window (numeric: reference deciles + missing)", _png(fig)))
+        # PSI per feature at a glance, against the moderate / high thresholds of this run.
+        ranked = sorted(panels, key=lambda f: f["psi"])
+        fig = Figure(figsize=(8, 0.3 * len(ranked) + 1.2))
+        ax = fig.subplots()
+        colors = {"none": "#7a9cc6", "moderate": "#e0b84f", "high": "#b22222"}
+        ax.barh([f["feature"] for f in ranked], [f["psi"] for f in ranked],
+                color=[colors[f["severity"]] for f in ranked])
+        limits = result.get("thresholds", {})
+        for key, style in (("psi_moderate", ":"), ("psi_high", "--")):
+            if key in limits:
+                ax.axvline(limits[key], color="black", ls=style, lw=0.8, label=f"{key} = {limits[key]}")
+        ax.set(xlabel="PSI (reference-quantile bins)", title="PSI per feature (colour: overall severity)")
+        ax.tick_params(axis="y", labelsize=7)
+        if limits:
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        out.append(("PSI per feature", _png(fig)))
     concept = result["concept"]
     if concept.get("status") == "ok":
         fig = Figure(figsize=(11, 3.6))

@@ -71,7 +71,9 @@ def test_drifted_window_produces_every_output(settings):
     saved = json.loads(out.json_path.read_text())
     assert saved["run_id"] == r["run_id"] and saved["severity"] == "high"
     page = out.html_path.read_text()
-    assert page.count("data:image/png;base64,") == 2 and "price_change_1d" in page and "<script" not in page
+    # distributions, PSI per feature, concept drift: three inline plots, no script
+    assert page.count("data:image/png;base64,") == 3 and "price_change_1d" in page and "<script" not in page
+    assert "PSI per feature" in page
     alerts = [json.loads(line) for line in out.alerts_path.read_text().splitlines()]
     assert len(alerts) == len(out.findings) and all(a["severity"] in ("moderate", "high") for a in alerts)
     request = json.loads(out.retrain_request_path.read_text())
