@@ -7,10 +7,21 @@ from typing import Iterator
 
 import pytest
 
-from config.settings import Settings, get_settings
+from config.settings import REPO_ROOT, Settings, get_settings
 from tests.servers import PostgresServer, RedisServer, postgres_server, redis_server
 
 SHARED_DIR = Path(__file__).resolve().parent.parent.parent / "shared"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_writes_to_the_default_data_dir() -> Iterator[None]:
+    """Tests keep their state in tmp dirs: a test that forgets to pass settings would write into ./data."""
+    default_data = REPO_ROOT / "data"
+    existed = default_data.exists()
+    yield
+    if not existed and default_data.exists():
+        written = sorted(str(p.relative_to(REPO_ROOT)) for p in default_data.rglob("*"))[:10]
+        pytest.fail(f"a test wrote into the default data dir {default_data}: {written}")
 
 
 @pytest.fixture

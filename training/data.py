@@ -175,7 +175,8 @@ def explicit_checks(frame: pd.DataFrame) -> list[dict]:
     return failures
 
 
-def validate_training_set(frame: pd.DataFrame, name: str = "training_set", run_gx: bool = True) -> dict:
+def validate_training_set(frame: pd.DataFrame, name: str = "training_set", run_gx: bool = True,
+                          settings: "Settings | None" = None) -> dict:
     """Explicit checks, then the GX training-set checkpoint (validation.gate). Raises on failure.
 
     ``run_gx=False`` skips GX (slow to import) and says so in the result, which is logged
@@ -188,14 +189,11 @@ def validate_training_set(frame: pd.DataFrame, name: str = "training_set", run_g
     if not run_gx:
         result["gx_checkpoint"] = "skipped (run_gx=False)"
         return result
-    try:
-        from validation.gate import run_training_set_checkpoint  # GX is slow to import: only here
-    except ImportError:
-        result["gx_checkpoint"] = "unavailable (validation.gate.run_training_set_checkpoint not importable)"
-        return result
+    from validation.gate import run_training_set_checkpoint  # GX is slow to import: only here
+
     # The GX suite names the label by its source column, `outcome`.
     gx_frame = frame.rename(columns={LABEL: "outcome"}).astype({"outcome": "Int8"})  # the markets dtype
-    gate = run_training_set_checkpoint(gx_frame, name)
+    gate = run_training_set_checkpoint(gx_frame, name, settings=settings)
     result["gx_checkpoint"] = "pass" if gate.success else "fail"
     result["gx_docs_page"] = getattr(gate, "docs_page", None)
     if not gate.success:
@@ -264,7 +262,8 @@ def build_training_set(settings: "Settings", as_of: str | pd.Timestamp | None = 
                                f"before its resolution in {settings.offline_store_dir}")
     retrieved = (retriever or feast_retriever)(entities[ENTITY_COLUMNS].copy(), feature_service, settings)
     frame, feature_names = assemble(entities, retrieved)
-    validation = validate_training_set(frame, f"training_set@{as_of_ts.isoformat()}", run_gx=run_gx)
+    validation = validate_training_set(frame, f"training_set@{as_of_ts.isoformat()}", run_gx=run_gx,
+                                       settings=settings)
     batch_ids = raw_batch_ids(markets, prices, entities, as_of_ts)
     late = late_rows(settings.offline_store_dir, set(entities["market_id"]), as_of_ts)
     validation["late_rows_after_as_of"] = late
@@ -275,10 +274,11 @@ def build_training_set(settings: "Settings", as_of: str | pd.Timestamp | None = 
 
 
 def training_set_from_frame(frame: pd.DataFrame, feature_names: list[str], as_of: str | pd.Timestamp,
-                            feature_service: str = FEATURE_SERVICE, run_gx: bool = True) -> TrainingSet:
+                            feature_service: str = FEATURE_SERVICE, run_gx: bool = True,
+                            settings: "Settings | None" = None) -> TrainingSet:
     """A validated TrainingSet from an already-assembled frame (backtest slices, tests)."""
     frame = frame.sort_values(ENTITY_COLUMNS, kind="mergesort").reset_index(drop=True)
-    validation = validate_training_set(frame, run_gx=run_gx)
+    validation = validate_training_set(frame, run_gx=run_gx, settings=settings)
     batch_ids = sorted(frame["price_batch_id"].astype(str).unique()) if "price_batch_id" in frame else []
     return TrainingSet(frame=frame, feature_names=list(feature_names), feature_service=feature_service,
                        as_of=to_utc(as_of), content_hash=content_hash(frame),

@@ -65,7 +65,7 @@ def test_compose_file_is_valid_against_the_compose_spec():
 
 def test_readme_has_no_placeholders_and_documents_what_exists():
     readme = (REPO_ROOT / "README.md").read_text()
-    assert not re.search(r"\b[A-Z]{3,}_(SECTION|TIME|TABLE)\b", readme), "unfilled README placeholder"
+    assert not re.search(r"\b[A-Z]{3,}_(SECTION|TIME|TABLE|MINUTES)\b", readme), "unfilled README placeholder"
     # Every path the README links to exists.
     for target in re.findall(r"\]\(((?!https?:|#)[^)]+)\)", readme):
         assert (REPO_ROOT / target).exists(), f"README links to missing {target}"
