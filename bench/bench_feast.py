@@ -1,12 +1,18 @@
 """Feature store benchmark: our Feast paths beside a baseline measured in the same run. Prints JSON.
 
-1. Materialization into Redis (rows/s) vs the floor: redis-py pipelined HSETs of the same rows.
+1. Materialization into Redis (rows/s) vs two floors: redis-py pipelined plain HSETs of the same rows,
+   and the same rows in Feast's Redis layout (serialized entity key, murmur3 fields, Value protos).
 2. Historical retrieval of N entity rows with the `duckdb` and the `file` (dask) offline store vs
    DuckDB's own ASOF JOIN over the same Parquet files (the choice in feature_store.yaml).
 3. Online read latency p50/p99 for 1 and 100 markets through the Feast SDK (and features.retrieve).
 
 Default size is small (10k markets x 30 daily snapshots = 300k feature rows, 100k entity rows) to
 run in a few minutes on a shared 2-core box; use --markets / --days / --entity-rows for larger runs.
+The feature Parquet files are always written directly in the offline-store layout of architecture.md
+(no simulator, no ingestion) so setup stays bounded at 1M markets. For big runs, --skip-online,
+--skip-historical and --skip-service leave out parts (the online part re-materializes all three
+views; the service retrieval costs ~0.1 ms per entity row in the python on-demand view). The load
+average is recorded before and after each part: the box is shared.
 Redis is a private server from tests/servers.py on a free port (never the machine's 6379).
 """
 
@@ -15,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import platform
 import shutil
 import sys
@@ -91,6 +98,11 @@ def bench_materialize(settings: Settings, redis_client, markets: int, days: int)
     seconds, _ = timed(materialize, start, end, views=["price_features"], chunk=timedelta(days=days + 1), store=store)
     written = markets  # pull_latest_features: Feast writes the newest row per market of the window
     assert redis_client.dbsize() >= markets, "materialization did not reach Redis"
+    # The Feast-format floor below must write what Feast wrote: same key and field names.
+    # (feast_redis_key mirrors floor_feast_format's key construction.)
+    fields = set(redis_client.hkeys(feast_redis_key(store, "m0000000")))
+    expected = {b"_ts:price_features", *(feast_field_key(c) for c in PRICE_COLUMNS)}
+    assert expected <= fields, f"Feast's Redis layout changed: expected fields {expected}, found {fields}"
 
     # Floor: the same number of rows, same field count, one pipelined HSET per row (no Feast, no reads).
     rng = np.random.default_rng(0)
@@ -107,9 +119,61 @@ def bench_materialize(settings: Settings, redis_client, markets: int, days: int)
     pipe.execute()
     floor = time.perf_counter() - floor_start
     redis_client.flushdb()
+    feast_format = floor_feast_format(redis_client, store, values)
+    redis_client.flushdb()
     return {"rows": written, "offline_rows_in_window": markets * days, "first_call_warmup_seconds": round(warm_seconds, 3),
             "feast_seconds": round(seconds, 3), "feast_rows_per_s": round(written / seconds),
-            "floor_redis_pipelined_hset_seconds": round(floor, 3), "floor_rows_per_s": round(written / floor)}
+            "floor_redis_pipelined_hset_seconds": round(floor, 3), "floor_rows_per_s": round(written / floor),
+            "floor_feast_format_seconds": round(feast_format, 3),
+            "floor_feast_format_rows_per_s": round(written / feast_format)}
+
+
+def feast_redis_key(store, market_id: str) -> bytes:
+    """The Redis key Feast's Redis online store uses for one market."""
+    from feast.infra.online_stores.helpers import _redis_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    entity_key = EntityKey(join_keys=["market_id"], entity_values=[Value(string_val=market_id)])
+    version = store.config.entity_key_serialization_version
+    return _redis_key(store.project, entity_key, entity_key_serialization_version=version)
+
+
+def feast_field_key(column: str) -> bytes:
+    """The hash field Feast's Redis online store uses for one price_features column."""
+    from feast.infra.online_stores.helpers import _mmh3
+
+    return _mmh3(f"price_features:{column}")
+
+
+def floor_feast_format(redis_client, store, values: np.ndarray) -> float:
+    """Seconds to write the rows as Feast's Redis store lays them out, with redis-py pipelines.
+
+    Same key (serialized entity key + project), same murmur3 field names and serialized Value /
+    Timestamp protos, 10k rows per pipeline; no offline read, no timestamp read-before-write.
+    """
+    from feast.infra.online_stores.helpers import _redis_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    project, version = store.project, store.config.entity_key_serialization_version
+    field_keys = [feast_field_key(c) for c in PRICE_COLUMNS]
+    ts = Timestamp()
+    ts.FromDatetime((T0 + pd.Timedelta(days=1)).to_pydatetime())
+    start = time.perf_counter()
+    pipe = redis_client.pipeline(transaction=False)
+    for i in range(len(values)):
+        entity_key = EntityKey(join_keys=["market_id"], entity_values=[Value(string_val=f"m{i:07d}")])
+        key = _redis_key(project, entity_key, entity_key_serialization_version=version)
+        mapping = {"_ts:price_features": ts.SerializeToString()}
+        for field_key, value in zip(field_keys, values[i]):
+            mapping[field_key] = Value(double_val=float(value)).SerializeToString()
+        pipe.hset(key, mapping=mapping)
+        if i % 10_000 == 9_999:
+            pipe.execute()
+    pipe.execute()
+    return time.perf_counter() - start
 
 
 def entity_frame(markets: int, days: int, rows: int, seed: int) -> pd.DataFrame:
@@ -119,7 +183,8 @@ def entity_frame(markets: int, days: int, rows: int, seed: int) -> pd.DataFrame:
     return pd.DataFrame({"market_id": ids[rng.integers(0, markets, rows)], "event_timestamp": T0 + offsets})
 
 
-def bench_historical(settings: Settings, markets: int, days: int, rows: int, seed: int, skip_file: bool) -> dict:
+def bench_historical(settings: Settings, markets: int, days: int, rows: int, seed: int, skip_file: bool,
+                     skip_service: bool) -> dict:
     import duckdb
     from feast import FeatureStore
 
@@ -141,14 +206,15 @@ def bench_historical(settings: Settings, markets: int, days: int, rows: int, see
         out[f"feast_{offline_type}_seconds"] = round(seconds, 3)
         out[f"feast_{offline_type}_null_price"] = int(frame["price"].isna().sum())
 
-    # Our training path: the whole FeatureService (3 views + on-demand), row ids, order restored.
-    from features.retrieve import historical_features
+    if not skip_service:
+        # Our training path: the whole FeatureService (3 views + on-demand), row ids, order restored.
+        from features.retrieve import historical_features
 
-    config_store = FeatureStore(repo_path=str(settings.feature_repo_dir), config=repo_config(settings))
-    service_entities = entities.rename(columns={"event_timestamp": "ts"})
-    seconds, frame = timed(historical_features, service_entities, "market_forecaster_v1", store=config_store)
-    assert len(frame) == rows
-    out["features_retrieve_service_seconds"] = round(seconds, 3)
+        config_store = FeatureStore(repo_path=str(settings.feature_repo_dir), config=repo_config(settings))
+        service_entities = entities.rename(columns={"event_timestamp": "ts"})
+        seconds, frame = timed(historical_features, service_entities, "market_forecaster_v1", store=config_store)
+        assert len(frame) == rows
+        out["features_retrieve_service_seconds"] = round(seconds, 3)
 
     glob = str(settings.offline_store_dir / "price_features" / "**" / "*.parquet")
     con = duckdb.connect()
@@ -206,6 +272,10 @@ def main() -> None:
     parser.add_argument("--entity-rows", type=int, default=100_000)
     parser.add_argument("--online-repeats", type=int, default=200)
     parser.add_argument("--skip-file-store", action="store_true", help="skip the (slow) file/dask offline store")
+    parser.add_argument("--skip-online", action="store_true", help="skip online reads (they re-materialize all views)")
+    parser.add_argument("--skip-historical", action="store_true", help="skip historical retrieval")
+    parser.add_argument("--skip-service", action="store_true",
+                        help="skip historical_features on the whole FeatureService (slow python on-demand view)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pm-bench-feast-"))
@@ -214,6 +284,13 @@ def main() -> None:
     with contextlib.redirect_stdout(sys.stderr):
         run(args, work, result)
     print(json.dumps(result, indent=2))
+
+
+def with_load(fn, *args) -> dict:
+    """fn(*args) plus the 1-minute load average before and after (other jobs share the machine)."""
+    before = os.getloadavg()[0]
+    out = fn(*args)
+    return {**out, "load_average_1m_before_after": [round(before, 2), round(os.getloadavg()[0], 2)]}
 
 
 def run(args: argparse.Namespace, work: Path, result: dict) -> None:
@@ -231,10 +308,14 @@ def run(args: argparse.Namespace, work: Path, result: dict) -> None:
         with redis_server() as redis:
             redis_settings = Settings.from_env({**base_env, "PM_ONLINE_STORE_TYPE": "redis", "PM_REDIS_HOST": redis.host,
                                                 "PM_REDIS_PORT": str(redis.port), "PM_REDIS_PASSWORD": redis.password})
-            result["materialize_redis"] = bench_materialize(redis_settings, redis.client(), args.markets, args.days)
-            result["online_redis"] = bench_online(redis_settings, args.markets, args.days, args.online_repeats)
-        result["historical"] = bench_historical(sqlite_settings, args.markets, args.days, args.entity_rows, args.seed,
-                                                args.skip_file_store)
+            result["materialize_redis"] = with_load(bench_materialize, redis_settings, redis.client(), args.markets,
+                                                    args.days)
+            if not args.skip_online:
+                result["online_redis"] = with_load(bench_online, redis_settings, args.markets, args.days,
+                                                   args.online_repeats)
+        if not args.skip_historical:
+            result["historical"] = with_load(bench_historical, sqlite_settings, args.markets, args.days,
+                                             args.entity_rows, args.seed, args.skip_file_store, args.skip_service)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
