@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -35,9 +34,10 @@ def main() -> None:
     import sklearn.ensemble  # noqa: F401
     from threadpoolctl import threadpool_limits
 
-    from config.settings import REPO_ROOT, Settings
+    from config.settings import Settings
     from features.store import apply
     from ingestion.ingest import ingest_batch
+    from tests.feast_project import copy_feature_repo
     from ingestion.simulate import SimulationConfig, generate
     from training.data import build_training_set
     from training.evaluate import brier, ece
@@ -48,9 +48,7 @@ def main() -> None:
     timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
         root = Path(tmp)
-        (root / "config").symlink_to(REPO_ROOT / "config", target_is_directory=True)
-        repo = root / "feature_repo"
-        shutil.copytree(REPO_ROOT / "feature_repo", repo, ignore=shutil.ignore_patterns("__pycache__", "data"))
+        repo = copy_feature_repo(root)
         settings = Settings.from_env({"PM_DATA_DIR": str(root / "data"), "PM_FEATURE_REPO_DIR": str(repo)})
         settings.ensure_dirs()
         t = time.perf_counter()

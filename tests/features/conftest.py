@@ -16,7 +16,8 @@ from typing import Callable
 import pandas as pd
 import pytest
 
-from config.settings import REPO_ROOT, Settings
+from config.settings import Settings
+from tests.feast_project import copy_feature_repo
 from tests.features import scenario
 
 
@@ -25,15 +26,6 @@ class AppliedRepo:
     root: Path  # temp "project": feature_repo copy + link to config/
     settings: Settings
     apply_stdout: str
-
-
-def copy_feature_repo(dest_project: Path) -> Path:
-    """A temp copy of feature_repo/ inside a temp project dir that links the real `config` package."""
-    dest_project.mkdir(parents=True, exist_ok=True)
-    repo = dest_project / "feature_repo"
-    shutil.copytree(REPO_ROOT / "feature_repo", repo, ignore=shutil.ignore_patterns("__pycache__", "data"))
-    (dest_project / "config").symlink_to(REPO_ROOT / "config", target_is_directory=True)
-    return repo
 
 
 def settings_for(data_dir: Path, repo: Path, **env: str) -> Settings:

@@ -20,7 +20,8 @@ from features.materialize import materialize
 from features.retrieve import historical_features
 from features.store import apply, feast_yaml_env, get_store, render_yaml, repo_config, settings_env
 from tests.features import scenario
-from tests.features.conftest import copy_feature_repo, settings_for
+from tests.feast_project import copy_feature_repo
+from tests.features.conftest import settings_for
 from tests.features.offline_data import publish
 
 OWNER = "ml-platform@prediction-markets.example"

@@ -10,27 +10,18 @@
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from config.settings import REPO_ROOT, Settings
+from config.settings import Settings
+from tests.feast_project import copy_feature_repo
 
 FEATURE_SERVICE = "market_forecaster_v1"
 EVENT_TYPES = ["election", "sports", "economics", "crypto"]
 PLATFORMS = ["polymarket", "kalshi"]
-
-
-def copy_feature_repo(project: Path) -> Path:
-    """feature_repo/ copied into `project`, beside a link to the real `config` package (data_sources imports it)."""
-    project.mkdir(parents=True, exist_ok=True)
-    repo = project / "feature_repo"
-    shutil.copytree(REPO_ROOT / "feature_repo", repo, ignore=shutil.ignore_patterns("__pycache__", "data"))
-    (project / "config").symlink_to(REPO_ROOT / "config", target_is_directory=True)
-    return repo
 
 
 def feast_env(project: Path, redis) -> dict[str, str]:

@@ -7,7 +7,6 @@ One simulated world per module (two time-split batches ingested at distinct time
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -16,7 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from config.settings import REPO_ROOT, Settings
+from config.settings import Settings
+from tests.feast_project import copy_feature_repo
 from training.data import build_training_set, content_hash
 
 pytestmark = pytest.mark.slow
@@ -56,9 +56,7 @@ def world(tmp_path_factory) -> World:
     from ingestion.simulate import SimulationConfig, generate
 
     root = tmp_path_factory.mktemp("world")
-    (root / "config").symlink_to(REPO_ROOT / "config", target_is_directory=True)
-    repo = root / "feature_repo"
-    shutil.copytree(REPO_ROOT / "feature_repo", repo, ignore=shutil.ignore_patterns("__pycache__", "data"))
+    repo = copy_feature_repo(root)
     settings = Settings.from_env({"PM_DATA_DIR": str(root / "data"), "PM_FEATURE_REPO_DIR": str(repo)})
     settings.ensure_dirs()
     raw = root / "raw"

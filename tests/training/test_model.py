@@ -235,18 +235,15 @@ def test_champion_trained_on_simulated_data_beats_the_market_on_held_out_markets
     the *default* gates -> champion. On held-out (latest-resolved) markets the champion must beat
     the market price (Brier skill > 0, market- and row-weighted), be calibrated (ECE < 0.05, both
     weightings) and be closer to the simulator's true probability than the price is."""
-    import shutil
     from datetime import date
 
-    from config.settings import REPO_ROOT
     from features.store import apply
     from ingestion.simulate import TRUTH_FILE, SimulationConfig, generate
+    from tests.feast_project import copy_feature_repo
     from tests.training.test_data import batch_end, ingest
     from training.split import split_by_resolution
 
-    (tmp_path / "config").symlink_to(REPO_ROOT / "config", target_is_directory=True)
-    repo = tmp_path / "feature_repo"
-    shutil.copytree(REPO_ROOT / "feature_repo", repo, ignore=shutil.ignore_patterns("__pycache__", "data"))
+    repo = copy_feature_repo(tmp_path)
     settings = Settings.from_env({"PM_DATA_DIR": str(tmp_path / "data"), "PM_FEATURE_REPO_DIR": str(repo)})
     settings.ensure_dirs()
     raw = tmp_path / "raw"
