@@ -44,13 +44,18 @@ print("RESULT " + json.dumps({"state": str(run.state), "tasks": states}))
 """
 
 
+def _run_script(settings: Settings, script: str, args: list[str], what: str, timeout: float) -> dict:
+    """Run `script` in a fresh interpreter under the Airflow env and return the JSON of its RESULT line."""
+    proc = subprocess.run([sys.executable, "-c", script, *args], env=airflow_env(settings),
+                          capture_output=True, text=True, timeout=timeout)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert lines, f"{what} produced no result (rc={proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return json.loads(lines[-1][len("RESULT "):])
+
+
 def run_dag_test(settings: Settings, dag_file: str, conf: dict) -> dict:
     """`dag.test()` of one DAG file; returns {"state": ..., "tasks": {task_id: state}}."""
-    proc = subprocess.run([sys.executable, "-c", RUN_SCRIPT, str(DAGS_DIR / dag_file), json.dumps(conf)],
-                          env=airflow_env(settings), capture_output=True, text=True, timeout=600)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert lines, f"dag.test() produced no result (rc={proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return json.loads(lines[-1][len("RESULT "):])
+    return _run_script(settings, RUN_SCRIPT, [str(DAGS_DIR / dag_file), json.dumps(conf)], "dag.test()", 600)
 
 
 PARSE_SCRIPT = r"""
@@ -64,8 +69,5 @@ print("RESULT " + json.dumps({"dags": sorted(bag.dag_ids), "errors": {k: str(v) 
 
 
 def parse_dags(settings: Settings) -> dict:
-    proc = subprocess.run([sys.executable, "-c", PARSE_SCRIPT, str(DAGS_DIR)], env=airflow_env(settings),
-                          capture_output=True, text=True, timeout=300)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert lines, f"DagBag produced no result:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return json.loads(lines[-1][len("RESULT "):])
+    """DagBag of dags/: DAG ids, import errors, and which heavy libraries parsing imported."""
+    return _run_script(settings, PARSE_SCRIPT, [str(DAGS_DIR)], "DagBag", 300)
