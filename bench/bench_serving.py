@@ -115,7 +115,7 @@ def main() -> None:
         settings.ensure_dirs()
         store = get_store(settings)
         names = feature_names(store, world.FEATURE_SERVICE)
-        world.set_champion(settings, world.register_model(settings, names, seed=1))
+        world.set_champion(settings, world.register_model(settings, names, seed=1, kind="hgb"))
         markets = world.write_online(store, args.markets, pd.Timestamp.now(tz="UTC")).ids
         result["setup_s"] = round(time.perf_counter() - t0, 1)
         try:

@@ -51,6 +51,7 @@ class Settings:
     prediction_log_dir: Path = field(metadata={"env": "PM_PREDICTION_LOG_DIR", "doc": "Date-partitioned Parquet log of every served prediction."})
     serving_host: str = field(metadata={"env": "PM_SERVING_HOST", "doc": "Interface the prediction service binds to."})
     serving_port: int = field(metadata={"env": "PM_SERVING_PORT", "doc": "Port of the prediction service."})
+    serving_options: str = field(metadata={"env": "PM_SERVING_OPTIONS", "doc": "Prediction-service tunables as a JSON object of `serving/options.py` fields, e.g. `{\"ab_share\": 0.2}` (empty: defaults)."})
     admin_token: str = field(metadata={"env": "PM_ADMIN_TOKEN", "doc": "Bearer token for `/admin/*` endpoints (empty: admin endpoints refuse everyone). A secret."})
     docs_port: int = field(metadata={"env": "PM_DOCS_PORT", "doc": "Port `make docs` serves the GX Data Docs on."})
 
@@ -80,6 +81,7 @@ class Settings:
             prediction_log_dir=_path(env, "PM_PREDICTION_LOG_DIR", data_dir / "prediction_log"),
             serving_host=env.get("PM_SERVING_HOST") or "127.0.0.1",
             serving_port=int(env.get("PM_SERVING_PORT") or 8000),
+            serving_options=env.get("PM_SERVING_OPTIONS") or "",
             admin_token=env.get("PM_ADMIN_TOKEN") or "",
             docs_port=int(env.get("PM_DOCS_PORT") or 8765),
         )

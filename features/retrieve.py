@@ -172,21 +172,31 @@ def _utc(moment: datetime | None) -> datetime:
     return moment.astimezone(timezone.utc)
 
 
-def online_features(
+@dataclass
+class OnlineColumns:
+    """:class:`OnlineResult` as plain column lists (no pandas), for the serving hot path.
+
+    values / status: feature -> one entry per requested market (request order), plus `market_id`.
+    age_seconds: stored view -> one entry per market (NaN: no stored row).
+    """
+
+    market_ids: list[str]
+    values: dict[str, list]
+    status: dict[str, list[str]]
+    age_seconds: dict[str, list[float]]
+    request_ts: datetime
+
+
+def online_columns(
     market_ids: Sequence[str] | Iterable[str],
     feature_service: "str | FeatureService",
     request_ts: datetime | None = None,
     *,
     settings: Settings | None = None,
     store: "FeatureStore | None" = None,
-) -> OnlineResult:
-    """Latest materialized / pushed features for `market_ids`, with per-feature status and per-view age.
-
-    TTLs are enforced here as in training: Feast's online read returns whatever value is stored,
-    however old, so a value older than its view's TTL at `request_ts` is nulled and reported
-    OUTSIDE_MAX_AGE. On-demand features are then computed by the view's own UDF (the code training
-    runs) from the TTL-checked inputs, so serving sees what training would have seen.
-    """
+) -> OnlineColumns:
+    """What :func:`online_features` returns, as column lists: building three DataFrames per read
+    profiled at ~40% of a one-market read, more than Feast's own online read."""
     from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
 
     market_ids = [str(m) for m in market_ids]
@@ -212,6 +222,7 @@ def online_features(
     proto = response.proto
     now_s = when.timestamp()
     ttl_s = _view_ttls(store)
+    names = {value: FieldStatus.Name(value) for value in FieldStatus.values()}
 
     stored: dict[str, list] = {}
     status: dict[str, list[str]] = {}
@@ -220,16 +231,17 @@ def online_features(
         if "__" not in column:
             continue  # the entity key
         view = column.split("__", 1)[0]
+        ttl = ttl_s[view]
         values, statuses, age = list(raw[column]), [], []
         for i, (ts, st) in enumerate(zip(vector.event_timestamps, vector.statuses)):
-            name = FieldStatus.Name(st)
+            name = names[st]
             if ts.seconds == 0 and ts.nanos == 0:
                 # No stored row for this view. Redis (one hash per entity) reports NULL_VALUE here and
                 # SQLite NOT_FOUND; report NOT_FOUND for both.
                 values[i], name, seconds = None, "NOT_FOUND", float("nan")
             else:
                 seconds = now_s - (ts.seconds + ts.nanos / 1e9)
-            if seconds > ttl_s[view]:
+            if seconds > ttl:
                 values[i], name = None, "OUTSIDE_MAX_AGE"
             statuses.append(name)
             age.append(seconds)
@@ -254,6 +266,25 @@ def online_features(
                 out_values[f.name] = stored[f"{projection.name}__{f.name}"]
                 out_status[f.name] = status[f"{projection.name}__{f.name}"]
     stored_views = [p.name for p in service.feature_view_projections if p.name not in odfvs]
-    return OnlineResult(values=pd.DataFrame(out_values), status=pd.DataFrame(out_status),
-                        age_seconds=pd.DataFrame({ENTITY_KEY: market_ids, **{v: ages[v] for v in stored_views}}),
-                        request_ts=when)
+    return OnlineColumns(market_ids, out_values, out_status, {v: ages[v] for v in stored_views}, when)
+
+
+def online_features(
+    market_ids: Sequence[str] | Iterable[str],
+    feature_service: "str | FeatureService",
+    request_ts: datetime | None = None,
+    *,
+    settings: Settings | None = None,
+    store: "FeatureStore | None" = None,
+) -> OnlineResult:
+    """Latest materialized / pushed features for `market_ids`, with per-feature status and per-view age.
+
+    TTLs are enforced here as in training: Feast's online read returns whatever value is stored,
+    however old, so a value older than its view's TTL at `request_ts` is nulled and reported
+    OUTSIDE_MAX_AGE. On-demand features are then computed by the view's own UDF (the code training
+    runs) from the TTL-checked inputs, so serving sees what training would have seen.
+    """
+    cols = online_columns(market_ids, feature_service, request_ts, settings=settings, store=store)
+    return OnlineResult(values=pd.DataFrame(cols.values), status=pd.DataFrame(cols.status),
+                        age_seconds=pd.DataFrame({ENTITY_KEY: cols.market_ids, **cols.age_seconds}),
+                        request_ts=cols.request_ts)

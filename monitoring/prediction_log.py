@@ -21,7 +21,7 @@ REQUIRED_COLUMNS = ("logged_at", "request_id", "market_id", "model_version", "mo
 MONITORED_COLUMNS = ("logged_at", "market_id", "model_version", "model_role", "source", "probability")
 # Low-cardinality strings are read as dictionaries: pandas Categoricals count and compare fast.
 DICTIONARY_COLUMNS = ("market_id", "model_version", "model_role", "source")
-MODEL_ROLES = ("champion", "challenger_shadow", "fallback")
+MODEL_ROLES = ("champion", "challenger", "challenger_shadow", "fallback")
 SOURCES = ("model", "fallback_model", "market_price")
 _PARTITION = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 _WINDOW = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$")

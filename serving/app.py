@@ -79,7 +79,7 @@ class MetricsMiddleware:
 
 
 def create_app(settings: Settings | None = None, options: ServingOptions | None = None) -> FastAPI:
-    options = options or ServingOptions()
+    options = options or ServingOptions.from_json((settings or get_settings()).serving_options)
     metrics = ServingMetrics()
 
     @asynccontextmanager
@@ -87,7 +87,7 @@ def create_app(settings: Settings | None = None, options: ServingOptions | None 
         s = settings or get_settings()
         features = FeastFeatureSource(s, timeout_s=options.online_timeout_s)
         models = ModelManager(s, check_service=lambda name: features.plan(name).feature_names,
-                              load_fallback=options.load_fallback, load_challenger=options.shadow_share > 0)
+                              load_fallback=options.load_fallback, load_challenger=options.load_challenger)
         result = models.reload()
         log.info("start-up: %s", result.detail)
         writer = PredictionLogWriter(s.prediction_log_dir, options.log_queue_size, options.log_flush_interval_s,
@@ -112,6 +112,7 @@ def create_app(settings: Settings | None = None, options: ServingOptions | None 
                     "prediction says its source (model, fallback_model, market_price); nothing is made up.",
         lifespan=lifespan,
     )
+    app.state.options = options
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     bearer = HTTPBearer(auto_error=False, description="PM_ADMIN_TOKEN")
 
@@ -231,6 +232,7 @@ def _model_info(svc: Service, model, alias: str) -> ModelInfo | None:
         return None
     return ModelInfo(name=model.name, version=model.version, alias=alias, feature_service=model.feature_service,
                      feature_names=list(model.feature_names), artifact_sha256=model.sha256, run_id=model.run_id,
+                     scorer=model.scorer, scorer_detail=model.scorer_detail,
                      training_metrics=_run_metrics(svc, model.run_id),
                      lineage={k: model.tags[k] for k in LINEAGE_TAGS if k in model.tags})
 

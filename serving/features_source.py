@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Sequence
 
-import pandas as pd
-
 from config.settings import Settings
 
 if TYPE_CHECKING:
@@ -55,13 +53,14 @@ class OnlineFeatures:
     plan: ServicePlan
     market_ids: list[str]
     prices: list[float | None]               # request-time prices (None: none given)
-    values: pd.DataFrame                     # market_id + one column per feature, request order, RangeIndex
-    status: pd.DataFrame                     # Feast field status per feature
+    values: dict[str, list]                  # market_id + one list per feature, request order (None: no value)
+    status: dict[str, list[str]]             # Feast field status per feature
     ages: list[dict[str, float | None]]      # per row: feature -> age in seconds (None: no value, or an
                                              # on-demand feature: computed now; its inputs carry their ages)
     known: list[bool]                        # per row: the store has any stored value for the market
     request_ts: datetime
     overridden: list[set[str]] = field(default_factory=list)  # per row: features replaced by request values
+    view_ages: dict[str, list[float | None]] = field(default_factory=dict)  # stored view -> per row age (s)
 
 
 class RegistryCachedStore:
@@ -177,26 +176,24 @@ class FeastFeatureSource:
     def read(self, market_ids: Sequence[str], service_name: str, request_ts: datetime,
              prices: Sequence[float | None] | None = None) -> OnlineFeatures:
         """ONE online read for all markets; `prices` (per market, None: none) override the stored price."""
-        from features.retrieve import online_features
+        from features.retrieve import online_columns
 
         plan = self.plan(service_name)
         try:
-            result = online_features(list(market_ids), service_name, request_ts, store=self.store)
+            result = online_columns(list(market_ids), service_name, request_ts, store=self.store)
         except Exception as exc:  # noqa: BLE001 - a failed read is a 503 with its reason, never a 500
             raise FeatureStoreUnavailable(f"online feature read failed: {type(exc).__name__}: {exc}") from exc
-        # Plain column lists instead of DataFrame drops/reductions: pandas overhead profiled at ~40% of
-        # a one-market read. values/status keep Feast's RangeIndex (row i = market i) and market_id column.
-        values, status = result.values, result.status
-        view_ages = {v: [None if a != a else float(a) for a in result.age_seconds[v].tolist()]
-                     for v in plan.stored_views}
+        n = len(market_ids)
+        values = result.values  # fresh lists from Feast, ours to change (request prices); NaN or None = missing
+        view_ages = {v: [None if a != a else float(a) for a in result.age_seconds[v]] for v in plan.stored_views}
         age_view = {f: plan.view_of[f] if plan.view_of[f] in view_ages else None for f in plan.feature_names}
-        ages = [{f: (view_ages[v][i] if v is not None else None) for f, v in age_view.items()}
-                for i in range(len(market_ids))]
-        stored_status = [status[f].tolist() for f in plan.feature_names if plan.view_of[f] in plan.stored_views]
-        known = [any(column[i] != "NOT_FOUND" for column in stored_status) for i in range(len(market_ids))]
-        prices = list(prices) if prices is not None else [None] * len(market_ids)
-        out = OnlineFeatures(plan, list(market_ids), prices, values, status, ages, known, result.request_ts,
-                             overridden=[set() for _ in market_ids])
+        ages = [{f: (view_ages[v][i] if v is not None else None) for f, v in age_view.items()} for i in range(n)]
+        stored_status = [result.status[f] for f in plan.feature_names if plan.view_of[f] in plan.stored_views]
+        known = [any(column[i] != "NOT_FOUND" for column in stored_status) for i in range(n)]
+        prices = list(prices) if prices is not None else [None] * n
+        out = OnlineFeatures(plan, list(market_ids), prices, values, result.status,
+                             ages, known, result.request_ts, overridden=[set() for _ in market_ids],
+                             view_ages=view_ages)
         if any(p is not None for p in prices):
             self._override_prices(out, prices)
         return out
@@ -209,18 +206,19 @@ class FeastFeatureSource:
         service does not return (e.g. resolution_date) are passed as null, which only affects
         outputs that do not depend on price and are therefore kept as read.
         """
-        if PRICE_FEATURE not in feats.values.columns:
+        if PRICE_FEATURE not in feats.values:
             return
         plan, rows = feats.plan, [i for i, p in enumerate(prices) if p is not None]
+        values, status = feats.values, feats.status
         new_price = [float(prices[i]) for i in rows]
-        old_price = [feats.values.at[i, PRICE_FEATURE] for i in rows]
+        old_price = [_none_if_nan(values[PRICE_FEATURE][i]) for i in rows]
         for i, p in zip(rows, new_price):
-            feats.values.at[i, PRICE_FEATURE] = p
-            feats.status.at[i, PRICE_FEATURE] = "PRESENT"
+            values[PRICE_FEATURE][i] = p
+            status[PRICE_FEATURE][i] = "PRESENT"
             feats.ages[i][PRICE_FEATURE] = 0.0
             feats.overridden[i].add(PRICE_FEATURE)
         odfvs = {v.name: v for v in self.store.list_on_demand_feature_views()}
-        for view_name, source_views in plan.odfv_sources.items():
+        for view_name in plan.odfv_sources:
             odfv = odfvs[view_name]
 
             def inputs(price_values: list) -> dict[str, list]:
@@ -229,21 +227,21 @@ class FeastFeatureSource:
                     for f in source.features:
                         if f.name == PRICE_FEATURE:
                             column = price_values
-                        elif f.name in feats.values.columns:
-                            column = [_none_if_nan(feats.values.at[i, f.name]) for i in rows]
+                        elif f.name in values:
+                            column = [_none_if_nan(values[f.name][i]) for i in rows]
                         else:
                             column = [None] * len(rows)
                         data[f"{source.name}__{f.name}"] = column
                 return data
 
-            before = odfv.transform_dict(inputs([_none_if_nan(v) for v in old_price]))
+            before = odfv.transform_dict(inputs(old_price))
             after = odfv.transform_dict(inputs(new_price))
             for f in (n for n in plan.feature_names if plan.view_of[n] == view_name):
                 for k, i in enumerate(rows):
                     if not _same(before[f][k], after[f][k]):
                         value = _none_if_nan(after[f][k])
-                        feats.values.at[i, f] = value
-                        feats.status.at[i, f] = "PRESENT" if value is not None else "NULL_VALUE"
+                        values[f][i] = value
+                        status[f][i] = "PRESENT" if value is not None else "NULL_VALUE"
                         feats.overridden[i].add(f)
 
 

@@ -5,6 +5,8 @@ that object to the end, so swapping in a new state (a single attribute assignmen
 model under an in-flight request. New champions are loaded and checked (artifact sha256 by
 training.registry.load_verified_model, FeatureService known to Feast, features match, a test
 prediction) in a background thread before the swap; the outgoing champion becomes the fallback.
+Each loaded pipeline is also compiled to a numpy scorer (serving/compiled_model.py) and served
+through it only if it reproduces the pipeline on probe and served rows; otherwise sklearn scores.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -21,6 +23,7 @@ import pandas as pd
 from config.settings import Settings
 
 if TYPE_CHECKING:
+    from serving.compiled_model import CompiledModel
     from training.registry import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -28,11 +31,60 @@ log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
 
 
+@dataclass
+class ServedModel:
+    """A registry model as served: the verified pipeline, and its compiled scorer when that reproduces it."""
+
+    loaded: "LoadedModel"
+    compiled: "CompiledModel | None"
+    scorer_detail: str                     # why this scorer (the check's result, or why not compiled)
+
+    @property
+    def scorer(self) -> str:
+        return "compiled" if self.compiled is not None else "sklearn"
+
+    name = property(lambda self: self.loaded.name)
+    version = property(lambda self: self.loaded.version)
+    feature_service = property(lambda self: self.loaded.feature_service)
+    feature_names = property(lambda self: self.loaded.feature_names)
+    sha256 = property(lambda self: self.loaded.sha256)
+    run_id = property(lambda self: self.loaded.run_id)
+    tags = property(lambda self: self.loaded.tags)
+
+    def predict(self, columns: Mapping[str, Sequence]) -> np.ndarray:
+        """P(outcome = 1) per row; ``columns``: feature name -> values (None: missing)."""
+        if self.compiled is not None:
+            return self.compiled.predict(columns)
+        return self.loaded.predict(pd.DataFrame({f: list(columns[f]) for f in self.feature_names}))
+
+
+def serve_model(loaded: "LoadedModel", sample: Mapping[str, Sequence] | None = None) -> ServedModel:
+    """Compile ``loaded`` and keep the compiled scorer only if it matches the pipeline on probe rows
+    (and on ``sample``, real served rows); anything it cannot reproduce is scored by sklearn."""
+    from serving.compiled_model import compile_pipeline, probe_columns, verify
+
+    try:
+        compiled = compile_pipeline(loaded.model)
+        if compiled.input_names != list(loaded.feature_names):
+            raise ValueError(f"pipeline inputs {compiled.input_names} are not the model's features")
+        probe = probe_columns(compiled)
+        diff = verify(compiled, loaded.model, probe)
+        rows = len(probe[compiled.input_names[0]])
+        if sample is not None and all(f in sample for f in compiled.input_names):
+            diff = max(diff, verify(compiled, loaded.model, sample))
+            rows += len(sample[compiled.input_names[0]])
+        return ServedModel(loaded, compiled, f"compiled numpy scorer; max |difference| to the sklearn pipeline "
+                                             f"{diff:.1g} on {rows} checked rows")
+    except Exception as exc:  # noqa: BLE001 - any doubt: the sklearn pipeline itself scores
+        log.warning("model v%s: scored by the sklearn pipeline (not compiled): %s", loaded.version, exc)
+        return ServedModel(loaded, None, f"sklearn pipeline; not compiled: {type(exc).__name__}: {exc}")
+
+
 @dataclass(frozen=True)
 class ModelState:
-    champion: "LoadedModel | None" = None
-    fallback: "LoadedModel | None" = None
-    challenger: "LoadedModel | None" = None
+    champion: ServedModel | None = None
+    fallback: ServedModel | None = None
+    challenger: ServedModel | None = None
     loaded_at: datetime | None = None
     last_error: str | None = None
 
@@ -58,21 +110,21 @@ class ModelManager:
     load_fallback: bool = True
     load_challenger: bool = False
     state: ModelState = field(default_factory=ModelState)
-    sample_frame: pd.DataFrame | None = None            # last real feature rows served (canary input)
+    sample_columns: dict[str, list] | None = None       # last real feature rows served (canary input)
     _reload_lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ loading
 
-    def _load(self, ref: str | int) -> "LoadedModel":
+    def _load(self, ref: str | int) -> ServedModel:
         from training.registry import load_verified_model
 
-        model = load_verified_model(self.settings.model_name, ref, self.settings)
+        model = serve_model(load_verified_model(self.settings.model_name, ref, self.settings), self.sample_columns)
         self._check(model)
         return model
 
-    def _check(self, model: "LoadedModel") -> None:
+    def _check(self, model: ServedModel) -> None:
         where = f"model '{model.name}' v{model.version}"
         if not model.feature_service:
             raise ModelLoadError(f"{where} has no feature_service tag: cannot know which features to serve it")
@@ -84,8 +136,9 @@ class ModelManager:
         if missing:
             raise ModelLoadError(f"{where} needs features {missing} that FeatureService "
                                  f"{model.feature_service!r} does not provide")
-        if self.sample_frame is not None and set(model.feature_names) <= set(self.sample_frame.columns):
-            p = np.asarray(model.predict(self.sample_frame), dtype=float)
+        sample = self.sample_columns
+        if sample is not None and all(f in sample for f in model.feature_names):
+            p = np.asarray(model.predict(sample), dtype=float)
             if not np.all(np.isfinite(p)) or np.any((p < 0) | (p > 1)):
                 raise ModelLoadError(f"{where} gives invalid probabilities {p.tolist()} on served feature rows")
 
@@ -97,7 +150,7 @@ class ModelManager:
         except RegistryError:
             return None
 
-    def _previous_champion(self, champion: "LoadedModel") -> str | None:
+    def _previous_champion(self, champion: ServedModel) -> str | None:
         previous = champion.tags.get("previous_champion") or champion.tags.get("rollback.from_version")
         return previous if previous and previous != champion.version else None
 
@@ -132,7 +185,7 @@ class ModelManager:
             log.info(detail)
             return ReloadResult(True, champion.version, _v(fallback), detail)
 
-    def _maybe_challenger(self, current: ModelState) -> "LoadedModel | None":
+    def _maybe_challenger(self, current: ModelState) -> ServedModel | None:
         if not self.load_challenger:
             return None
         version = self._resolve(CHALLENGER)
@@ -142,7 +195,7 @@ class ModelManager:
             return current.challenger
         return self._load_quietly(version)
 
-    def _load_quietly(self, ref: str | None) -> "LoadedModel | None":
+    def _load_quietly(self, ref: str | None) -> ServedModel | None:
         if ref is None:
             return None
         try:

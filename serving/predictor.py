@@ -1,11 +1,13 @@
 """Scoring: one online read and one model call for a whole request, then the degradation chain.
 
 champion -> fallback model (previous champion) -> market price passed through -> 503 with the reason.
+In an A/B split (ServingOptions.ab_share), markets of group B try the challenger before that chain.
 Never a made-up probability: a market with no model output and no price is an error, not 0.5.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import random
@@ -33,6 +35,13 @@ LOGGED_FIELDS = ("request_id", "market_id", "model_version", "model_role", "sour
                  "ab_group")
 
 
+def ab_group(market_id: str, share: float, salt: str) -> str:
+    """"B" for a `share` of markets, else "A". A hash of (salt, market_id): the same market gets the same
+    group on every request, in every worker and after restarts, so its forecasts come from one model."""
+    digest = hashlib.sha256(f"{salt}:{market_id}".encode()).digest()
+    return "B" if int.from_bytes(digest[:8], "big") < share * 2.0**64 else "A"
+
+
 class ServiceUnavailable(RuntimeError):
     """The whole request cannot be served (no model, online store down); message says why."""
 
@@ -51,15 +60,22 @@ class Scored:
     errors: list[ItemError]
 
 
-def _try_model(model, frame: pd.DataFrame) -> tuple[np.ndarray, str | None]:
+def _rows(columns: dict[str, list], rows: list[int], n: int) -> dict[str, list]:
+    """The given rows of column lists (the columns themselves when that is every row)."""
+    if len(rows) == n:
+        return columns
+    return {name: [column[i] for i in rows] for name, column in columns.items()}
+
+
+def _try_model(model, columns: dict[str, list], n: int) -> tuple[np.ndarray, str | None]:
     """Per-row probabilities (NaN where invalid) and an error text if the call failed or some rows are invalid."""
     try:
-        p = np.asarray(model.predict(frame), dtype=float).reshape(-1)
-        if p.shape[0] != len(frame):
-            raise ValueError(f"returned {p.shape[0]} values for {len(frame)} rows")
+        p = np.asarray(model.predict(columns), dtype=float).reshape(-1)
+        if p.shape[0] != n:
+            raise ValueError(f"returned {p.shape[0]} values for {n} rows")
     except Exception as exc:  # noqa: BLE001 - any model failure moves down the chain, with its reason
         log.warning("model v%s failed: %s", model.version, exc)
-        return np.full(len(frame), np.nan), f"model v{model.version} failed: {type(exc).__name__}: {exc}"
+        return np.full(n, np.nan), f"model v{model.version} failed: {type(exc).__name__}: {exc}"
     bad = ~np.isfinite(p) | (p < 0) | (p > 1)
     if bad.any():
         p = np.where(bad, np.nan, p)
@@ -120,32 +136,43 @@ class Predictor:
         source: list[str | None] = [None] * n
         used_model: list[Any] = [None] * n
         reasons: list[list[str]] = [[] for _ in range(n)]
+        # A/B split only while a challenger is loaded; group B tries the challenger first, then the chain.
+        challenger = state.challenger if self.options.ab_share > 0 else None
+        groups = [ab_group(m, self.options.ab_share, self.options.ab_salt) if challenger is not None else None
+                  for m in ids]
         if known:
-            frame = feats.values.iloc[known]
-            p, err = _try_model(champion, frame)
-            self._assign(known, p, "model", champion, probability, source, used_model, reasons, err)
-            if err is None:
-                self.models.sample_frame = frame.head(5).reset_index(drop=True)
+            outputs = (feats, probability, source, used_model, reasons)
+            group_b = [i for i in known if groups[i] == "B"]
+            if group_b:
+                self._score_rows(challenger, "model", group_b, *outputs)
+            pending = [i for i in known if source[i] is None]
+            if pending:
+                err = self._score_rows(champion, "model", pending, *outputs)
+                if err is None:
+                    self.models.sample_columns = {f: [feats.values[f][i] for i in pending[:5]] for f in feats.values}
             self._fallback_model(state, feats, known, probability, source, used_model, reasons)
             self._market_price(feats, known, probability, source, reasons)
         latency_ms = (perf_counter() - started) * 1000.0
         predictions: list[tuple[int, dict[str, Any]]] = []
         # Column lists once per request: per-cell DataFrame access dominated a 100-market batch.
-        columns = {f: [_py(v) for v in feats.values[f].tolist()] for f in feats.plan.feature_names}
-        statuses = {f: feats.status[f].tolist() for f in feats.plan.feature_names}
+        columns = {f: [_py(v) for v in feats.values[f]] for f in feats.plan.feature_names}
+        statuses = feats.status
         ttls = {f: feats.plan.ttl_of(f) for f in feats.plan.feature_names}
         for i in known:
             if source[i] is None:
                 detail = "; ".join(reasons[i]) + f"; and market {ids[i]!r} has no market price to pass through"
                 errors.append(ItemError(i, ids[i], 503, detail))
                 continue
-            predictions.append((i, self._prediction(i, ids[i], float(probability[i]), source[i], used_model[i],
-                                                    champion.feature_service, feats, columns, statuses, ttls,
-                                                    reasons[i], latency_ms)))
+            role = ("champion" if used_model[i] is champion else
+                    "challenger" if used_model[i] is not None and used_model[i] is challenger else "fallback")
+            predictions.append((i, self._prediction(i, ids[i], float(probability[i]), source[i], used_model[i], role,
+                                                    groups[i], champion.feature_service, feats, columns, statuses,
+                                                    ttls, reasons[i], latency_ms)))
         errors.sort(key=lambda e: e.index)
-        self._record(predictions)
-        if state.challenger is not None and known and self.options.shadow_share > 0:
-            self._shadow(state, feats, known, ids)
+        self._record(predictions, feats)
+        answered_by_champion = [i for i in known if used_model[i] is champion]
+        if state.challenger is not None and answered_by_champion and self.options.shadow_share > 0:
+            self._shadow(state, feats, answered_by_champion, ids)
         return Scored(predictions, errors)
 
     # ------------------------------------------------------------------ degradation chain
@@ -158,6 +185,25 @@ class Predictor:
             elif err:
                 reasons[i].append(err)
 
+    def _score_rows(self, model, label: str, rows: list[int], feats: OnlineFeatures, probability, source,
+                    used_model, reasons) -> str | None:
+        """Score `rows` with `model` (one call); a model trained on another FeatureService gets its own read."""
+        if model.feature_service == feats.plan.name:
+            columns = _rows(feats.values, rows, len(feats.market_ids))
+        else:
+            try:
+                other = self.features.read([feats.market_ids[i] for i in rows], model.feature_service,
+                                           feats.request_ts, [feats.prices[i] for i in rows])
+                columns = other.values
+            except Exception as exc:  # noqa: BLE001
+                err = f"model v{model.version} features unavailable: {exc}"
+                for i in rows:
+                    reasons[i].append(err)
+                return err
+        p, err = _try_model(model, columns, len(rows))
+        self._assign(rows, p, label, model, probability, source, used_model, reasons, err)
+        return err
+
     def _fallback_model(self, state: ModelState, feats: OnlineFeatures, known, probability, source, used_model,
                         reasons) -> None:
         rows = [i for i in known if source[i] is None]
@@ -168,38 +214,26 @@ class Predictor:
             for i in rows:
                 reasons[i].append("no fallback model is loaded")
             return
-        if fallback.feature_service == feats.plan.name:
-            frame = feats.values.iloc[rows]
-        else:  # the previous champion consumed another FeatureService: read its features
-            try:
-                other = self.features.read([feats.market_ids[i] for i in rows], fallback.feature_service,
-                                           feats.request_ts, [feats.prices[i] for i in rows])
-                frame = other.values
-            except Exception as exc:  # noqa: BLE001
-                for i in rows:
-                    reasons[i].append(f"fallback model v{fallback.version} features unavailable: {exc}")
-                return
-        p, err = _try_model(fallback, frame)
-        self._assign(rows, p, "fallback_model", fallback, probability, source, used_model, reasons, err)
+        self._score_rows(fallback, "fallback_model", rows, feats, probability, source, used_model, reasons)
         for i in rows:
             if source[i] == "fallback_model":
                 self.metrics.fallbacks.labels(source="fallback_model", reason="champion_failed").inc()
 
     def _market_price(self, feats: OnlineFeatures, known, probability, source, reasons) -> None:
-        if PRICE_FEATURE not in feats.values.columns:
+        if PRICE_FEATURE not in feats.values:
             return
         for i in known:
             if source[i] is not None:
                 continue
-            price = _py(feats.values.at[i, PRICE_FEATURE])
+            price = _py(feats.values[PRICE_FEATURE][i])
             if price is not None and 0.0 <= float(price) <= 1.0:
                 probability[i], source[i] = float(price), "market_price"
                 self.metrics.fallbacks.labels(source="market_price", reason="models_failed").inc()
 
     # ------------------------------------------------------------------ response, metrics, log
 
-    def _prediction(self, i: int, market_id: str, p: float, source: str, model, feature_service: str,
-                    feats: OnlineFeatures, columns: dict[str, list], statuses: dict[str, list],
+    def _prediction(self, i: int, market_id: str, p: float, source: str, model, role: str, group: str | None,
+                    feature_service: str, feats: OnlineFeatures, columns: dict[str, list], statuses: dict[str, list],
                     ttls: dict[str, float | None], reasons: list[str], latency_ms: float) -> dict[str, Any]:
         """One `Prediction` (serving/schemas.py) as a plain dict: building 17 pydantic FeatureInfo objects
         per market profiled at ~20% of a 100-market batch. The schema tests validate these bodies."""
@@ -217,36 +251,39 @@ class Predictor:
             market_status = "past_resolution_date"
             warnings.append(f"market {market_id!r} is past its scheduled resolution date: it may already be "
                             "resolved, and the outcome, not this forecast, then decides")
-        if source != "model":
-            warnings.append(f"served by {source}: " + "; ".join(reasons))
+        if reasons:  # something earlier in the chain failed (e.g. the challenger of A/B group B)
+            warnings.append(f"served by {source} ({role}): " + "; ".join(reasons))
         return {"request_id": uuid.uuid4().hex, "market_id": market_id, "probability": p, "source": source,
                 "model_version": model.version if model is not None else None,
-                "model_role": "champion" if source == "model" else "fallback",
-                "feature_service": feature_service, "ab_group": None, "market_status": market_status,
+                "model_role": role, "feature_service": feature_service, "ab_group": group,
+                "market_status": market_status,
                 "features": infos, "warnings": warnings, "latency_ms": round(latency_ms, 3)}
 
-    def _record(self, predictions: list[tuple[int, dict[str, Any]]]) -> None:
+    def _record(self, predictions: list[tuple[int, dict[str, Any]]], feats: OnlineFeatures) -> None:
         now = datetime.now(timezone.utc)
         by_source: dict[str, int] = {}
-        for _, pred in predictions:
+        for i, pred in predictions:
             by_source[pred["source"]] = by_source.get(pred["source"], 0) + 1
             row = {"logged_at": now, **{k: pred[k] for k in LOGGED_FIELDS}}
+            for view, ages in feats.view_ages.items():
+                if ages[i] is not None:
+                    self._child(self.metrics.feature_age, view).observe(ages[i])
             for name, info in pred["features"].items():
                 row[FEATURE_PREFIX + name] = info["value"]
-                if info["age_seconds"] is not None:
-                    self._child(self.metrics.feature_age, name).observe(info["age_seconds"])
                 if info["status"] == "OUTSIDE_MAX_AGE":
                     self._child(self.metrics.stale_features, name).inc()
             self.log_writer.submit(row)
+            if pred["ab_group"] is not None:
+                self.metrics.ab_predictions.labels(group=pred["ab_group"], source=pred["source"]).inc()
         for source, n in by_source.items():
             self.metrics.predictions.labels(source=source).inc(n)
 
-    def _child(self, metric, feature: str):
-        # labels() takes a lock and builds a key on every call: 1,700 per 100-market batch. Keep the children.
-        key = (id(metric), feature)
+    def _child(self, metric, label: str):
+        # labels() takes a lock and builds a key on every call: hundreds per 100-market batch. Keep the children.
+        key = (id(metric), label)
         child = self._children.get(key)
         if child is None:
-            child = self._children[key] = metric.labels(feature=feature)
+            child = self._children[key] = metric.labels(label)
         return child
 
     def _shadow(self, state: ModelState, feats: OnlineFeatures, known: list[int], ids: list[str]) -> None:
@@ -256,12 +293,12 @@ class Predictor:
         if challenger.feature_service != feats.plan.name:
             self.metrics.shadow.labels(outcome="skipped_other_feature_service").inc()
             return
-        frame = feats.values.iloc[known].reset_index(drop=True)
+        columns = _rows(feats.values, known, len(ids))
         market_ids = [ids[i] for i in known]
 
         def run() -> None:
             started = perf_counter()
-            p, err = _try_model(challenger, frame)
+            p, err = _try_model(challenger, columns, len(market_ids))
             latency_ms = (perf_counter() - started) * 1000.0
             now = datetime.now(timezone.utc)
             for k, market_id in enumerate(market_ids):
@@ -272,7 +309,7 @@ class Predictor:
                        "model_version": challenger.version, "model_role": "challenger_shadow", "source": "model",
                        "probability": float(p[k]), "latency_ms": latency_ms, "ab_group": None}
                 for name in feats.plan.feature_names:
-                    row[FEATURE_PREFIX + name] = _py(frame.at[k, name])
+                    row[FEATURE_PREFIX + name] = _py(columns[name][k])
                 self.log_writer.submit(row)
                 self.metrics.shadow.labels(outcome="logged").inc()
 

@@ -7,7 +7,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Source = Literal["model", "fallback_model", "market_price"]
-ModelRole = Literal["champion", "fallback"]
+ModelRole = Literal["champion", "challenger", "fallback"]
+AbGroup = Literal["A", "B"]
 MarketStatus = Literal["open", "past_resolution_date", "unknown"]
 
 MARKET_ID = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$",
@@ -54,12 +55,15 @@ class Prediction(BaseModel):
     request_id: str
     market_id: str
     probability: float = Field(ge=0.0, le=1.0, description="P(outcome = 1).")
-    source: Source = Field(description="model: the champion; fallback_model: the previous champion after the "
-                                       "champion failed; market_price: the price passed through after both failed.")
+    source: Source = Field(description="model: the champion (or, in A/B group B, the challenger); fallback_model: "
+                                       "the previous champion after the model failed; market_price: the price "
+                                       "passed through after the models failed.")
     model_version: str | None = Field(description="Registry version that produced the probability (null for market_price).")
-    model_role: ModelRole
+    model_role: ModelRole = Field(description="Which served model answered: champion, challenger (A/B group B) "
+                                              "or fallback (previous champion, or the market price).")
     feature_service: str | None
-    ab_group: str | None = None
+    ab_group: AbGroup | None = Field(default=None, description="A/B split group of the market (sticky by "
+                                     "market_id): A champion, B challenger; null when no A/B split runs.")
     market_status: MarketStatus
     features: dict[str, FeatureInfo]
     warnings: list[str]
@@ -89,6 +93,10 @@ class ModelInfo(BaseModel):
     feature_names: list[str]
     artifact_sha256: str
     run_id: str
+    scorer: Literal["compiled", "sklearn"] = Field(
+        description="compiled: a numpy re-expression of the pipeline, served only after it matched the sklearn "
+                    "pipeline on probe and served rows; sklearn: the pipeline itself")
+    scorer_detail: str
     training_metrics: dict[str, float]
     lineage: dict[str, str]
 

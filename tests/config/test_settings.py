@@ -26,6 +26,7 @@ def test_every_setting_reads_its_env_var(tmp_path: Path):
         "PM_MODEL_NAME": "m", "AIRFLOW_HOME": str(tmp_path / "af"), "PM_GX_DIR": str(tmp_path / "gx"),
         "PM_REPORTS_DIR": str(tmp_path / "rep"), "PM_PREDICTION_LOG_DIR": str(tmp_path / "log"),
         "PM_SERVING_HOST": "0.0.0.0", "PM_SERVING_PORT": "9001", "PM_ADMIN_TOKEN": "tok", "PM_DOCS_PORT": "9002",
+        "PM_SERVING_OPTIONS": '{"ab_share": 0.2}',
     }
     s = Settings.from_env(env)
     documented = {row[0] for row in describe()}
@@ -35,6 +36,7 @@ def test_every_setting_reads_its_env_var(tmp_path: Path):
     assert (s.redis_port, s.redis_db, s.serving_port, s.docs_port) == (6390, 3, 9001, 9002)
     assert s.redis_connection_string == "10.0.0.1:6390,db=3,password=s3cret"
     assert s.mlflow_tracking_uri == "postgresql://m" and s.model_name == "m"
+    assert s.serving_options == '{"ab_share": 0.2}'
 
 
 def test_redis_connection_string_omits_empty_password():

@@ -43,7 +43,9 @@ class ModelStore:
 
 @pytest.fixture(scope="session")
 def model_store(feast_project, tmp_path_factory) -> ModelStore:
-    """v1 (old champion), v2 (champion, previous_champion=1), v3 (registered, no alias) in a real registry."""
+    """v1 (old champion), v2 (champion, previous_champion=1), v3 (registered, no alias) in a real registry.
+
+    v2 is the production model kind (calibrated HistGradientBoosting); v1 and v3 are logistic regressions."""
     from features.retrieve import feature_names
     from features.store import get_store
 
@@ -53,7 +55,7 @@ def model_store(feast_project, tmp_path_factory) -> ModelStore:
     names = feature_names(get_store(settings), world.FEATURE_SERVICE)
     v1 = world.register_model(settings, names, seed=1, C=0.5)
     world.set_champion(settings, v1)
-    v2 = world.register_model(settings, names, seed=2, C=1.0)
+    v2 = world.register_model(settings, names, seed=2, kind="hgb")  # the production kind: calibrated HGB
     world.set_champion(settings, v2)
     v3 = world.register_model(settings, names, seed=3, C=2.0)
     return ModelStore(data_dir, names, {"old": v1, "champion": v2, "next": v3})

@@ -142,6 +142,9 @@ def test_health_ready_model(client, model_store):
     assert set(info["champion"]["training_metrics"]) == {"valid_brier", "valid_brier_skill"}
     assert info["fallback"]["version"] == model_store.versions["old"]  # the previous_champion tag
     assert info["max_batch_size"] == FAST.max_batch_size
+    # Both model kinds compile; the check ran on the probe rows (serving/compiled_model.py).
+    assert info["champion"]["scorer"] == info["fallback"]["scorer"] == "compiled"
+    assert "max |difference| to the sklearn pipeline 0 on 256 checked rows" in info["champion"]["scorer_detail"]
 
 
 def test_metrics_exposition(client, online, model_store):
@@ -152,7 +155,7 @@ def test_metrics_exposition(client, online, model_store):
     assert 'pm_serving_requests_total{endpoint="/predict",status="404"} 1.0' in text
     assert 'pm_serving_request_latency_seconds_bucket{endpoint="/predict",le="0.5"}' in text
     assert 'pm_serving_predictions_total{source="model"} 1.0' in text
-    assert 'pm_serving_feature_age_seconds_count{feature="price"} 1.0' in text
+    assert 'pm_serving_feature_age_seconds_count{view="price_features"} 1.0' in text
     champion = model_store.versions["champion"]
     assert f'pm_serving_model_info{{feature_service="market_forecaster_v1",role="champion",version="{champion}"}} 1.0' in text
     assert "pm_serving_prediction_log_dropped_rows 0.0" in text

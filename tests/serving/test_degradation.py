@@ -1,7 +1,7 @@
 """Degradation, never silence: fallback model, market price, 503 with the reason; Redis outage and recovery.
 
-A model failure is injected by making the really loaded model's predict_proba raise (there is no
-other way to make a verified, registered model fail on demand); Redis is really stopped and restarted.
+A model failure is injected by making the really loaded model's predict raise (there is no other way
+to make a verified, registered model fail on demand); Redis is really stopped and restarted.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ pytestmark = pytest.mark.slow
 
 
 def _break(model, monkeypatch) -> None:
-    def broken(frame):
+    def broken(columns):
         raise RuntimeError("simulated model failure")
 
-    monkeypatch.setattr(model.model, "predict_proba", broken)
+    monkeypatch.setattr(model, "predict", broken)
 
 
 def test_champion_failure_falls_back_to_the_previous_champion(client, online, model_store, monkeypatch):

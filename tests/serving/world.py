@@ -115,27 +115,36 @@ def training_frame(feature_names: list[str], n_markets: int = 150, seed: int = 0
     if missing:
         raise ValueError(f"tests/serving/world.py cannot synthesize features {missing}: add them to training_frame")
     frame = pd.DataFrame({f: columns[f] for f in feature_names})
+    frame["market_id"] = [f"train-{i // 4:05d}" for i in range(n)]  # 4 snapshots per market
+    frame["ts"] = pd.Timestamp("2025-01-01", tz="UTC") + pd.to_timedelta(np.arange(n) % 4, unit="D")
     truth = np.where(np.isnan(poll), price, 0.5 * price + 0.5 * np.nan_to_num(poll))
     frame["label"] = (rng.uniform(size=n) < truth).astype(int)
     return frame
 
 
 def register_model(settings: Settings, feature_names: list[str], seed: int, C: float = 1.0,
-                   feature_service: str = FEATURE_SERVICE) -> str:
-    """Fit a real sklearn pipeline, log it with skops to MLflow, tag it via training.registry; returns the version."""
+                   feature_service: str = FEATURE_SERVICE, kind: str = "logreg") -> str:
+    """Fit a real sklearn pipeline, log it with skops to MLflow, tag it via training.registry; returns the version.
+
+    kind="logreg": an uncalibrated logistic regression (C); kind="hgb": the production default
+    (training.pipeline.ModelSpec: calibrated HistGradientBoosting, market-grouped folds).
+    """
     import tempfile
 
     import mlflow
 
     from training import registry
-    from training.pipeline import ModelSpec, build_estimator, split_columns
+    from training.pipeline import ModelSpec, build_estimator, fit_model, split_columns
     from training.tracking import configure_mlflow
 
     frame = training_frame(feature_names, seed=seed)
     train, valid = frame.iloc[: len(frame) * 3 // 4], frame.iloc[len(frame) * 3 // 4:]
-    numeric, categorical = split_columns(feature_names, train)
-    model = build_estimator(ModelSpec(kind="logreg", params={"C": C}, calibration=None), numeric, categorical)
-    model.fit(train[feature_names], train["label"].to_numpy())
+    if kind == "hgb":
+        model = fit_model(ModelSpec(seed=seed), train, feature_names)
+    else:
+        numeric, categorical = split_columns(feature_names, train)
+        model = build_estimator(ModelSpec(kind="logreg", params={"C": C}, calibration=None), numeric, categorical)
+        model.fit(train[feature_names], train["label"].to_numpy())
     p = model.predict_proba(valid[feature_names])[:, 1]
     brier = float(np.mean((p - valid["label"].to_numpy()) ** 2))
     market_brier = float(np.mean((valid["price"].to_numpy() - valid["label"].to_numpy()) ** 2))
