@@ -7,7 +7,10 @@ the FeatureService (``features.retrieve.historical_features``).
 
 ``as_of`` rebuilds the set as it could have been built on that date: only market versions with
 ``updated_at`` and ``ingested_at`` at or before ``as_of``, only markets resolved by then, only
-snapshots with ``ts`` and ``ingested_at`` at or before ``as_of``.
+snapshots with ``ts`` and ``ingested_at`` at or before ``as_of``. Feast joins features on event
+time only, so when a row of a market in the set was published after ``as_of`` with an event time
+before it (:func:`late_rows`), features are retrieved from the publication-time view of the
+offline store instead (training/asof_view.py): only rows with ``ingested_at <= as_of``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import pandas as pd
 from training import FEATURE_SERVICE
 
 if TYPE_CHECKING:
+    from feast import FeatureStore
+
     from config.settings import Settings
 
 ENTITY_COLUMNS = ["market_id", "ts"]
@@ -32,6 +37,8 @@ LABEL = "label"
 META_COLUMNS = ["market_id", "ts", LABEL, "created_at", "resolved_at", "resolution_date_meta",
                 "price_batch_id"]
 
+# A stand-in for Feast (entity_df, feature_service, settings) -> entity_df + features. A custom one
+# gets no publication-time view: late rows then leave the set marked as_of_exact=False.
 Retriever = Callable[[pd.DataFrame, str, "Settings"], pd.DataFrame]
 
 
@@ -111,6 +118,10 @@ def build_entity_frame(markets: pd.DataFrame, price_features: pd.DataFrame,
                        & current["outcome"].notna()]
     labels = resolved[["market_id", "outcome", "created_at", "resolved_at"]].rename(columns={"outcome": LABEL})
     snaps = price_features[(price_features["ts"] <= as_of) & (price_features["ingested_at"] <= as_of)]
+    # One example per snapshot: a late earlier snapshot makes ingestion append corrected rows with the
+    # same (market_id, ts); the newest published by as_of is the one Feast joins (its batch is the lineage).
+    snaps = snaps.sort_values(["market_id", "ts", "ingested_at"], kind="mergesort")
+    snaps = snaps.drop_duplicates(["market_id", "ts"], keep="last")
     snaps = snaps[["market_id", "ts", "batch_id"]].rename(columns={"batch_id": "price_batch_id"})
     entities = snaps.merge(labels, on="market_id", how="inner", validate="many_to_one")
     entities = entities[entities["ts"] < entities["resolved_at"]].copy()
@@ -132,8 +143,8 @@ def late_rows(offline_dir: Path, market_ids: set, as_of: pd.Timestamp) -> dict[s
     """Rows of these markets that Feast's point-in-time join could use for an ``as_of`` rebuild
     although they were published after ``as_of`` (event time <= as_of < ingested_at).
 
-    Feast joins on event time only; when this is non-zero an as-of rebuild is not exactly the
-    set that could have been built then, and the training set says so.
+    Feast joins on event time only; when this is non-zero, features are retrieved from the
+    publication-time view (training/asof_view.py), which leaves these rows out.
     """
     counts = {}
     for table, ts_col in (("price_features", "ts"), ("poll_features", "ts"), ("market_info", "event_ts")):
@@ -219,11 +230,36 @@ def hash_batch_ids(batch_ids: list[str]) -> str:
 
 # ---------------------------------------------------------------- assembly
 
-def feast_retriever(entity_df: pd.DataFrame, feature_service: str, settings: "Settings") -> pd.DataFrame:
-    """Point-in-time features through Feast (features library; row count and order preserved)."""
+def feast_retriever(entity_df: pd.DataFrame, feature_service: str, settings: "Settings",
+                    store: "FeatureStore | None" = None) -> pd.DataFrame:
+    """Point-in-time features through Feast (features library; row count and order preserved).
+
+    ``store``: a FeatureStore to read instead of the one of ``settings`` (the publication-time view).
+    """
     from features.retrieve import historical_features
 
-    return historical_features(entity_df, feature_service, settings=settings)
+    return historical_features(entity_df, feature_service, settings=settings, store=store)
+
+
+def retrieve_as_of(entity_df: pd.DataFrame, feature_service: str, settings: "Settings", as_of: pd.Timestamp,
+                   late: dict[str, int], retriever: Retriever | None = None) -> tuple[pd.DataFrame, dict]:
+    """Features for the entity rows as Feast served them at ``as_of``, and how that was ensured.
+
+    With no late row (``late_rows``) the live store gives the same join; otherwise Feast reads the
+    publication-time view, which holds only rows with ``ingested_at <= as_of``.
+    """
+    n_late = sum(late.values())
+    if retriever is not None:
+        return retriever(entity_df, feature_service, settings), {
+            "used": False, "reason": "custom retriever", "late_rows_excluded": 0}
+    if not n_late:
+        return feast_retriever(entity_df, feature_service, settings), {
+            "used": False, "reason": "no late rows", "late_rows_excluded": 0}
+    from training.asof_view import publication_time_store
+
+    with publication_time_store(settings, as_of) as (store, view):
+        retrieved = feast_retriever(entity_df, feature_service, settings, store=store)
+    return retrieved, {"used": True, "late_rows_excluded": n_late, **view.summary()}
 
 
 def assemble(entities: pd.DataFrame, features: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -260,14 +296,16 @@ def build_training_set(settings: "Settings", as_of: str | pd.Timestamp | None = 
     if entities.empty:
         raise TrainingSetError(f"no training examples as of {as_of_ts}: no resolved market with snapshots "
                                f"before its resolution in {settings.offline_store_dir}")
-    retrieved = (retriever or feast_retriever)(entities[ENTITY_COLUMNS].copy(), feature_service, settings)
+    late = late_rows(settings.offline_store_dir, set(entities["market_id"]), as_of_ts)
+    retrieved, view = retrieve_as_of(entities[ENTITY_COLUMNS].copy(), feature_service, settings, as_of_ts,
+                                     late, retriever)
     frame, feature_names = assemble(entities, retrieved)
     validation = validate_training_set(frame, f"training_set@{as_of_ts.isoformat()}", run_gx=run_gx,
                                        settings=settings)
     batch_ids = raw_batch_ids(markets, prices, entities, as_of_ts)
-    late = late_rows(settings.offline_store_dir, set(entities["market_id"]), as_of_ts)
     validation["late_rows_after_as_of"] = late
-    validation["as_of_exact"] = not any(late.values())
+    validation["publication_time_view"] = view
+    validation["as_of_exact"] = view["used"] or not any(late.values())
     return TrainingSet(frame=frame, feature_names=feature_names, feature_service=feature_service,
                        as_of=as_of_ts, content_hash=content_hash(frame),
                        raw_data_hash=hash_batch_ids(batch_ids), batch_ids=batch_ids, validation=validation)

@@ -7,6 +7,7 @@ One simulated world per module (two time-split batches ingested at distinct time
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -17,7 +18,8 @@ import pytest
 
 from config.settings import Settings
 from tests.feast_project import copy_feature_repo
-from training.data import build_training_set, content_hash
+from training.asof_view import VIEW_PREFIX
+from training.data import TrainingSet, build_training_set, content_hash
 
 pytestmark = pytest.mark.slow
 
@@ -41,13 +43,72 @@ def batch_end(batch_dir: Path) -> pd.Timestamp:
     return max(latest)
 
 
-def ingest(settings: Settings, batch_dir: Path, now: pd.Timestamp) -> None:
+def ingest(settings: Settings, batch_dir: Path, now: pd.Timestamp):
     from ingestion.ingest import ingest_batch
 
     # run_gate=False: the ingestion GX gate is ingestion's concern and costs seconds per batch;
     # the training-set GX checkpoint is exercised below (run_gx=True).
     result = ingest_batch(batch_dir, settings=settings, now=now, run_gate=False)
     assert result.accepted, result.to_text() if hasattr(result, "to_text") else result
+    return result
+
+
+def before_leak(world: World) -> pd.Timestamp:
+    """An as_of after both simulated batches and before the late batches the tests below ingest."""
+    return world.ingested_at[1] + pd.Timedelta(hours=1, minutes=30)
+
+
+def rows_that_differ(a: pd.DataFrame, b: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """Per row (by position): some column's value differs (missing == missing)."""
+    differ = np.zeros(len(a), dtype=bool)
+    for c in columns:
+        x, y = a[c].reset_index(drop=True), b[c].reset_index(drop=True)
+        differ |= ~((x == y) | (x.isna() & y.isna())).to_numpy(dtype=bool)
+    return differ
+
+
+def test_publication_time_view_holds_exactly_the_rows_published_by_as_of(tmp_path):
+    """The view's files: committed batches only, rows with ingested_at <= as_of only (whole files
+    linked, a file with rows on both sides of as_of filtered, later files left out)."""
+    from tests.features.offline_data import publish, synthetic
+    from training.asof_view import write_view
+
+    offline, view = tmp_path / "offline", tmp_path / "view"
+    data = synthetic(4, days=10, seed=3)
+    early = publish(offline, data, "2024-01-12")
+    late_prices = synthetic(4, days=10, seed=4, prefix="x")["price_features"]
+    late = publish(offline, {"price_features": late_prices}, "2024-01-20")
+    # A file with rows on both sides of as_of (ingestion never writes one; the view must still be exact).
+    mixed = next((offline / "poll_features").glob(f"month=*/{early}.parquet"))
+    polls = pd.read_parquet(mixed)
+    polls.loc[polls.index[::2], "ingested_at"] = pd.Timestamp("2024-01-25", tz="UTC")
+    polls.to_parquet(mixed)
+    # A renamed-but-uncommitted file (crash mid-publish): never read.
+    (offline / "price_features" / "month=2024-01" / "inflight.parquet").write_bytes(
+        next((offline / "price_features").glob(f"month=*/{early}.parquet")).read_bytes())
+
+    as_of = pd.Timestamp("2024-01-15", tz="UTC")
+    stats = write_view(offline, view, as_of)
+
+    def rows(root: Path, table: str) -> pd.DataFrame:
+        files = sorted((root / table).glob("month=*/*.parquet"))
+        return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True) if files else pd.DataFrame()
+
+    for table in ("markets", "market_info", "price_features", "poll_features"):
+        published = pd.concat([pd.read_parquet(f) for f in (offline / table).glob("month=*/*.parquet")
+                               if f.stem in (early, late)], ignore_index=True)
+        expected = published[published["ingested_at"] <= as_of]
+        got = rows(view, table)
+        key = [c for c in ("market_id", "ts", "event_ts", "updated_at") if c in published.columns]
+        pd.testing.assert_frame_equal(got.sort_values(key, ignore_index=True),
+                                      expected.sort_values(key, ignore_index=True), check_dtype=True)
+        assert stats.rows_excluded[table] == len(published) - len(expected)
+    assert stats.rows_excluded["price_features"] == len(late_prices) > 0
+    assert stats.rows_excluded["poll_features"] == len(polls.index[::2]) > 0
+    assert stats.files_filtered == {"markets": 0, "market_info": 0, "price_features": 0, "poll_features": 1}
+    linked = [p for p in view.rglob("*.parquet") if p.is_symlink()]
+    assert len(linked) == sum(stats.files_linked.values()) > 0
+    assert all(p.resolve().parent.parent.parent == offline.resolve() for p in linked)
 
 
 @pytest.fixture(scope="module")
@@ -102,29 +163,110 @@ def test_as_of_rebuild_equals_the_set_built_back_then(world, first_batch_set, fu
     assert (first_batch_set.frame["resolved_at"] <= world.ingested_at[0]).all()
 
 
-def test_outcome_revealing_new_row_changes_no_existing_example(world, full_set, tmp_path):
-    """A new snapshot priced at the outcome, just before resolution, is a *new* example; every
-    earlier example keeps exactly its features (point-in-time join + causal rolling windows)."""
+@dataclass
+class Leak:
+    ts: pd.Timestamp           # a snapshot priced at the outcome, a minute before resolution
+    after: TrainingSet         # built as of after it was published
+    before: TrainingSet        # built as of before it was published, after it was
+
+
+@pytest.fixture(scope="module")
+def leak(world, full_set, tmp_path_factory) -> Leak:
+    """Publish (2 h after batch 2) a new last snapshot of one market, priced at its outcome."""
     frame = full_set.frame
     last = frame.sort_values("ts").groupby("market_id").tail(1)
     last = last[(last["resolved_at"] - last["ts"]) > pd.Timedelta(minutes=2)].iloc[0]
     leak_ts = last["resolved_at"] - pd.Timedelta(minutes=1)
-    batch = tmp_path / "leak"
-    batch.mkdir()
+    batch = tmp_path_factory.mktemp("leak")
     pd.DataFrame({"market_id": [last["market_id"]], "ts": pd.Series([leak_ts]).astype("datetime64[us, UTC]"),
                   "price": [float(last["label"])], "volume_24h": [1e9]}).to_parquet(batch / "price_snapshots.parquet")
     ingest(world.settings, batch, world.ingested_at[1] + pd.Timedelta(hours=2))
     after = build_training_set(world.settings, world.ingested_at[1] + pd.Timedelta(days=1), run_gx=False)
-    assert len(after.frame) == len(frame) + 1
-    old_rows = after.frame[after.frame["ts"] != leak_ts].reset_index(drop=True)
+    before = build_training_set(world.settings, before_leak(world), run_gx=False)
+    return Leak(leak_ts, after, before)
+
+
+def test_outcome_revealing_new_row_changes_no_existing_example(full_set, leak):
+    """A new snapshot priced at the outcome, just before resolution, is a *new* example; every
+    earlier example keeps exactly its features (point-in-time join + causal rolling windows)."""
+    frame = full_set.frame
+    assert len(leak.after.frame) == len(frame) + 1
+    old_rows = leak.after.frame[leak.after.frame["ts"] != leak.ts].reset_index(drop=True)
     assert content_hash(old_rows) == full_set.content_hash
     # and the set as of before the leak was ingested is unchanged
-    before = build_training_set(world.settings, world.ingested_at[1] + pd.Timedelta(hours=1, minutes=30),
-                                run_gx=False)
-    assert before.content_hash == full_set.content_hash
-    # ... and it says that a row published after its as_of predates it (Feast joins on event time)
-    assert before.validation["late_rows_after_as_of"]["price_features"] == 1
-    assert before.validation["as_of_exact"] is False
+    assert leak.before.content_hash == full_set.content_hash
+    # ... and it says that a row published after its as_of predates it (Feast joins on event time),
+    # which the publication-time view left out
+    assert leak.before.validation["late_rows_after_as_of"]["price_features"] == 1
+    assert leak.before.validation["publication_time_view"]["used"] is True
+    assert leak.before.validation["publication_time_view"]["late_rows_excluded"] == 1
+    assert leak.before.validation["as_of_exact"] is True
+    assert full_set.validation["publication_time_view"] == {"used": False, "reason": "no late rows",
+                                                           "late_rows_excluded": 0}
+
+
+def test_late_batch_changes_no_example_of_an_as_of_rebuild(world, full_set, leak, tmp_path, monkeypatch):
+    """A batch published after D with event times before D: a snapshot of a resolved market between two
+    published ones (ingestion appends corrected rolling features for the later snapshots) and a poll.
+    Feast alone would join them into a rebuild as of D; the publication-time view leaves them out."""
+    from features.retrieve import historical_features
+
+    as_of = before_leak(world)
+    built = build_training_set(world.settings, as_of, run_gx=False)  # "on date D"
+    assert built.content_hash == full_set.content_hash  # built with no late row at all, by Feast alone
+
+    frame = full_set.frame
+    market = sorted(frame.loc[frame["poll_average"].notna(), "market_id"].unique())[0]
+    snaps = frame[frame["market_id"] == market].sort_values("ts").reset_index(drop=True)
+    gaps = snaps["ts"].diff().shift(-1)  # to the next snapshot
+    candidates = gaps.index[gaps > pd.Timedelta(minutes=2)]
+    k = int(candidates[len(candidates) // 4])  # early: many later examples see the correction
+    # Off the simulator's round clock times, where the market's published polls are.
+    mid = (snaps.loc[k, "ts"] + gaps[k] / 2 + pd.Timedelta(microseconds=123_457)).floor("us")
+    price = 0.99 if snaps.loc[k, "price"] < 0.5 else 0.01
+    poll = 0.99 if snaps.loc[k, "poll_average"] < 0.5 else 0.01
+    ts = pd.Series([mid]).astype("datetime64[us, UTC]")
+    batch = tmp_path / "late"
+    batch.mkdir()
+    pd.DataFrame({"market_id": [market], "ts": ts, "price": [price], "volume_24h": [1e9]}).to_parquet(
+        batch / "price_snapshots.parquet")
+    pd.DataFrame({"market_id": [market], "ts": ts, "poll_average": [poll], "poll_trend": [0.0],
+                  "n_polls": [1]}).to_parquet(batch / "polls.parquet")
+    late_batch = ingest(world.settings, batch, world.ingested_at[1] + pd.Timedelta(hours=3))
+    assert late_batch.feature_corrections > 0  # the later snapshots' rolling features were corrected
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the view's temp dir goes
+    rebuilt = build_training_set(world.settings, as_of, run_gx=False)
+    monkeypatch.undo()
+    assert not list(scratch.glob(f"{VIEW_PREFIX}*"))  # the view was removed
+    pd.testing.assert_frame_equal(rebuilt.frame, built.frame)
+    assert rebuilt.content_hash == built.content_hash == full_set.content_hash
+    late = rebuilt.validation["late_rows_after_as_of"]
+    # the leak row, the new snapshot and its corrections; the poll
+    assert late["price_features"] == 2 + late_batch.feature_corrections
+    assert late["poll_features"] == 1
+    view = rebuilt.validation["publication_time_view"]
+    assert view["used"] is True and view["late_rows_excluded"] == sum(late.values())
+    assert view["rows_excluded"]["poll_features"] == 1
+    assert rebuilt.validation["as_of_exact"] is True
+
+    # What Feast over the live store returns for the same entity rows: the late rows leak into the
+    # market's examples after the new snapshot, and only into those.
+    live = historical_features(built.frame[["market_id", "ts"]], built.feature_service,
+                               settings=world.settings)
+    leaked = rows_that_differ(live, built.frame, built.feature_names)
+    expected = ((built.frame["market_id"] == market) & (built.frame["ts"] > mid)).to_numpy()
+    assert leaked.any() and not (leaked & ~expected).any()
+
+    # A build as of now sees the batch: one more example, and the market's later examples changed.
+    now = build_training_set(world.settings, world.ingested_at[1] + pd.Timedelta(days=1), run_gx=False)
+    assert now.content_hash != built.content_hash
+    assert len(now.frame) == len(full_set.frame) + 2  # + the leak's and this batch's snapshot
+    kept = now.frame[~now.frame["ts"].isin([mid, leak.ts])].reset_index(drop=True)
+    assert not rows_that_differ(kept, live, built.feature_names).any()
+    assert (rows_that_differ(kept, built.frame, built.feature_names) == leaked).all()
 
 
 def test_train_on_simulated_data_and_reproduce_from_lineage(world, full_set):
@@ -135,7 +277,7 @@ def test_train_on_simulated_data_and_reproduce_from_lineage(world, full_set):
 
     settings = world.settings
     # as of before the leakage test's extra batch, i.e. exactly full_set
-    result = train(settings, as_of=world.ingested_at[1] + pd.Timedelta(hours=1, minutes=30),
+    result = train(settings, as_of=before_leak(world),
                    config=TrainConfig(importance_repeats=1))
     assert result.training_set_hash == full_set.content_hash
     metrics = result.metrics
