@@ -69,6 +69,19 @@ market_info_source = FileSource(
     tags={"layer": "offline", "written_by": "ingestion"},
 )
 
+markets_source = FileSource(
+    name="markets_source",
+    path=_table_glob("markets"),
+    timestamp_field="updated_at",
+    created_timestamp_column="ingested_at",
+    description=(
+        "Every accepted market version, one row per (market_id, updated_at), with the labels resolved_at "
+        "and outcome. Read only by the label view market_resolution."
+    ),
+    owner=OWNER,
+    tags={"layer": "offline", "written_by": "ingestion"},
+)
+
 price_ticks_push = PushSource(
     name="price_ticks_push",
     batch_source=price_features_source,

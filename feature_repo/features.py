@@ -9,7 +9,7 @@ from datetime import timedelta
 from feast import FeatureView, Field
 from feast.types import Float64, Int64, String, UnixTimestamp
 
-from data_sources import market_info_source, poll_features_source, price_ticks_push
+from data_sources import market_info_source, markets_source, poll_features_source, price_ticks_push
 from entities import OWNER, market
 
 # Snapshots arrive about daily; a price more than 3 days old describes a market that has
@@ -20,6 +20,8 @@ PRICE_TTL = timedelta(days=3)
 POLL_TTL = timedelta(days=7)
 # Market attributes persist until a new version changes them; 10 years > any market's lifetime.
 MARKET_INFO_TTL = timedelta(days=3650)
+# A resolution is final: its marker stays valid as long as the market's attributes.
+RESOLUTION_TTL = timedelta(days=3650)
 
 
 def _field(name: str, dtype, description: str, **tags: str) -> Field:
@@ -86,4 +88,27 @@ market_info = FeatureView(
     description="Market attributes as of event time (creation row at created_at, versions at updated_at).",
     owner=OWNER,
     tags={"team": "ml-platform", "source_table": "market_info"},
+)
+
+# LABEL view, never part of a FeatureService: outcome is what the model predicts and resolved_at says
+# it is known; the contract keeps both labels, never features (docs/architecture.md). Every training
+# example precedes its market's resolution, so as features they would be null in training and only
+# ever set online (skew, with the answer in it). The view exists so serving can tell a resolved
+# market (evicted from every feature view) from an unknown one: features.resolved writes the marker
+# when it evicts a market and reads it (resolution_markers). Tag role=label: features.materialize
+# does not materialize it (eviction is its one writer).
+market_resolution = FeatureView(
+    name="market_resolution",
+    entities=[market],
+    ttl=RESOLUTION_TTL,
+    schema=[
+        _field("resolved_at", UnixTimestamp, "When the market resolved (label; null while open).",
+               kind="label"),
+        _field("outcome", Int64, "Resolved outcome, 0 or 1 (label; null while open).", kind="label"),
+    ],
+    source=markets_source,
+    online=True,
+    description="Resolution marker of resolved markets (a label, not a feature): written online by eviction.",
+    owner=OWNER,
+    tags={"team": "ml-platform", "source_table": "markets", "role": "label"},
 )

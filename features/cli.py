@@ -42,7 +42,7 @@ def apply() -> None:
 def materialize(
     start: str = typer.Option(..., help="Window start, ISO-8601 with offset or Z (UTC)."),
     end: str = typer.Option(..., help="Window end (exclusive), ISO-8601 with offset or Z."),
-    view: Optional[List[str]] = typer.Option(None, "--view", help="Feature view(s); default all online views."),
+    view: Optional[List[str]] = typer.Option(None, "--view", help="Feature view(s); default all online feature views except label views (market_resolution)."),
     chunk_days: float = typer.Option(7.0, min=0.001, help="Materialize in windows of at most this many days."),
 ) -> None:
     """Materialize [start, end) into the online store, window by window."""
@@ -55,7 +55,7 @@ def materialize(
 @app.command("materialize-incremental")
 def materialize_incremental(
     end: str = typer.Option(..., help="Materialize up to this time (ISO-8601 with offset or Z)."),
-    view: Optional[List[str]] = typer.Option(None, "--view", help="Feature view(s); default all online views."),
+    view: Optional[List[str]] = typer.Option(None, "--view", help="Feature view(s); default all online feature views except label views (market_resolution)."),
     chunk_days: float = typer.Option(7.0, min=0.001, help="Materialize in windows of at most this many days."),
 ) -> None:
     """Materialize each view from where it last stopped up to END."""

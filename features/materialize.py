@@ -1,7 +1,8 @@
 """Materialization (offline -> online store) as library functions, in bounded time windows.
 
-After writing, markets resolved by the end of the window are removed from the online store
-(features/resolved.py says why).
+After writing, markets resolved by the end of the window are removed from the online store and
+their resolution marker is written instead (features/resolved.py says why). The marker view is a
+label view (tag role=label): eviction is its one writer, so it is not materialized here.
 
 Feast's local engine loads a whole [start, end) window of a view into memory before writing it,
 so a large window is split into `chunk`-sized windows processed in time order (newer values
@@ -16,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Sequence
 
 from config.settings import Settings
-from features.resolved import evict_resolved
+from features.resolved import evict_resolved, is_label_view
 from features.store import OFFLINE_LOCK
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ class MaterializeReport:
 
     windows: dict[str, list[tuple[datetime, datetime]]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # view -> reason (e.g. no data published yet)
-    evicted_resolved: list[str] = field(default_factory=list)  # resolved markets removed from the online store
+    evicted_resolved: list[str] = field(default_factory=list)  # resolved markets evicted (marker kept)
 
     def add(self, view: str, start: datetime, end: datetime) -> None:
         self.windows.setdefault(view, []).append((start, end))
@@ -40,7 +41,8 @@ class MaterializeReport:
         lines = [f"{view}: {len(w)} window(s) {w[0][0].isoformat()} -> {w[-1][1].isoformat()}"
                  for view, w in self.windows.items() if w]
         lines += [f"{view}: skipped, {reason}" for view, reason in self.skipped.items()]
-        lines.append(f"resolved markets removed from the online store: {len(self.evicted_resolved)}")
+        lines.append(f"resolved markets removed from the online store (resolution marker kept): "
+                     f"{len(self.evicted_resolved)}")
         return "\n".join(lines) or "nothing to materialize"
 
 
@@ -71,11 +73,17 @@ def split_window(start: datetime, end: datetime, chunk: timedelta) -> list[tuple
 
 
 def _views(store: "FeatureStore", views: Sequence[str] | None, report: MaterializeReport) -> list[str]:
-    """The views to materialize; views whose source has no file yet are recorded as skipped."""
+    """The views to materialize (online, not label views); views whose source has no file yet are
+    recorded as skipped."""
     from features.store import views_without_data
 
-    online = [fv.name for fv in store.list_feature_views() if fv.online]
+    online_views = [fv for fv in store.list_feature_views() if fv.online]
+    online = [fv.name for fv in online_views if not is_label_view(fv)]
     if views is not None:
+        labels = sorted(set(views) & {fv.name for fv in online_views if is_label_view(fv)})
+        if labels:
+            raise ValueError(f"label view(s) {labels} are not materialized: eviction of resolved markets "
+                             "writes them (features/resolved.py)")
         unknown = sorted(set(views) - set(online))
         if unknown:
             raise ValueError(f"unknown or offline-only feature view(s) {unknown}; materializable: {sorted(online)}")
@@ -103,7 +111,8 @@ def materialize(
     settings: Settings | None = None,
     store: "FeatureStore | None" = None,
 ) -> MaterializeReport:
-    """Materialize rows with event time in [start, end) of `views` (default: all online views)."""
+    """Materialize rows with event time in [start, end) of `views` (default: all online feature views
+    except label views), then evict markets resolved by `end` (leaving their resolution marker)."""
     start, end = _utc("start", start), _utc("end", end)
     if start >= end:
         raise ValueError(f"start ({start}) must be before end ({end})")
@@ -131,7 +140,8 @@ def materialize_incremental(
 ) -> MaterializeReport:
     """Materialize each view from where its last materialization ended (or `end - ttl`) up to `end`.
 
-    Same start rule as `feast materialize-incremental`, but in bounded windows.
+    Same start rule as `feast materialize-incremental`, but in bounded windows. Then, as
+    `materialize`, evicts markets resolved by `end` (leaving their resolution marker).
     """
     end = _utc("end", end)
     store = _store(store, settings)

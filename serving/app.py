@@ -120,7 +120,9 @@ def create_app(settings: Settings | None = None, options: ServingOptions | None 
         return request.app.state.service
 
     @app.post("/predict", response_model=Prediction, summary="Forecast one market",
-              responses={**_error(404, "Unknown market."), **_error(422, "Invalid request body."),
+              responses={**_error(404, "Unknown market."),
+                         **_error(410, "The market has resolved (when, and its outcome): no forecast."),
+                         **_error(422, "Invalid request body."),
                          **_error(503, "No model, online store unreachable, or no model output and no price.")})
     def predict(body: PredictRequest, svc: Service = Depends(service)) -> Response:
         scored = _score(svc, [body])

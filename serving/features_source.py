@@ -198,6 +198,21 @@ class FeastFeatureSource:
             self._override_prices(out, prices)
         return out
 
+    def resolutions(self, market_ids: Sequence[str]) -> dict[str, tuple[datetime, int | None]]:
+        """market_id -> (resolved_at, outcome) for the markets among `market_ids` that have resolved.
+
+        Resolved markets are evicted from the online store (features/resolved.py) and leave a
+        resolution marker, so serving can tell "resolved" from "unknown". Only asked for markets
+        with no stored feature; a failed read leaves them unknown (404) rather than failing the request.
+        """
+        from features.resolved import resolution_markers
+
+        try:
+            return resolution_markers(self.store, list(market_ids))
+        except Exception as exc:  # noqa: BLE001 - the 404 path must not turn into a 500
+            log.warning("resolution markers unreadable, %d market(s) reported unknown: %s", len(market_ids), exc)
+            return {}
+
     def _override_prices(self, feats: OnlineFeatures, prices: Sequence[float | None]) -> None:
         """Put request-time prices in, and recompute the on-demand features that depend on price.
 

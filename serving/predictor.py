@@ -42,6 +42,10 @@ def ab_group(market_id: str, share: float, salt: str) -> str:
     return "B" if int.from_bytes(digest[:8], "big") < share * 2.0**64 else "A"
 
 
+def _outcome_text(outcome: int | None) -> str:
+    return "" if outcome is None else f" with outcome {'YES' if outcome == 1 else 'NO'} ({outcome})"
+
+
 class ServiceUnavailable(RuntimeError):
     """The whole request cannot be served (no model, online store down); message says why."""
 
@@ -127,8 +131,14 @@ class Predictor:
         n = len(items)
         errors: list[ItemError] = []
         known = [i for i in range(n) if feats.known[i]]
-        for i in range(n):
-            if not feats.known[i]:
+        unknown = [i for i in range(n) if not feats.known[i]]
+        resolved = self.features.resolutions([ids[i] for i in unknown]) if unknown else {}
+        for i in unknown:
+            if ids[i] in resolved:
+                resolved_at, outcome = resolved[ids[i]]
+                errors.append(ItemError(i, ids[i], 410, f"market {ids[i]!r} resolved at {resolved_at.isoformat()}"
+                                                        f"{_outcome_text(outcome)}: resolved markets get no forecast"))
+            else:
                 errors.append(ItemError(i, ids[i], 404, f"market {ids[i]!r} is unknown to the online feature store "
                                                         f"(no stored feature of FeatureService "
                                                         f"{champion.feature_service!r})"))

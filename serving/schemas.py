@@ -73,7 +73,8 @@ class Prediction(BaseModel):
 class BatchItemError(BaseModel):
     index: int
     market_id: str
-    status_code: int = Field(description="What /predict would have answered for this market (404, 503).")
+    status_code: int = Field(description="What /predict would have answered for this market (404 unknown, "
+                                         "410 resolved, 503).")
     detail: str
 
 

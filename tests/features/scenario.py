@@ -13,6 +13,9 @@ T0 = utc("2024-01-01")
 R1, R2 = utc("2024-03-01"), utc("2024-04-01")  # pit_corr resolution_date: original, then corrected
 LATE_CREATED, LATE_RESOLUTION_DATE, LATE_RESOLVED = utc("2024-01-10"), utc("2024-02-14"), utc("2024-02-15")
 ONLINE_MARKETS, INCR_MARKETS = 20, 5
+# Resolution markers: after pit_late (2024-02-15), so earlier windows' eviction lists stay as they are.
+RES_DONE_RESOLVED, RES_LATER_RESOLVED = utc("2024-02-20"), utc("2024-03-05")
+RESOLUTION_PUBLISHED, RESOLUTION_LATER_PUBLISHED = "2024-02-26", "2024-03-06"
 
 
 def market(market_id: str, created, resolution_date, updated=None, resolved_at=None, outcome=None,
@@ -93,9 +96,32 @@ def batch_incremental(first: bool) -> dict[str, pd.DataFrame]:
     return {"price_features": p[p["ts"] >= cut]}
 
 
+def batch_resolution() -> dict[str, pd.DataFrame]:
+    """res_done: an open version, then its resolved version (2024-02-20, outcome 0). res_open and
+    res_later: open (res_later resolves in batch_resolution_later)."""
+    m = _markets([market("res_done", T0, RES_DONE_RESOLVED),
+                  market("res_done", T0, RES_DONE_RESOLVED, updated=RES_DONE_RESOLVED,
+                         resolved_at=RES_DONE_RESOLVED, outcome=0),
+                  market("res_open", T0, R2), market("res_later", T0, RES_LATER_RESOLVED)])
+    p = pd.concat([prices("res_done", days("2024-01-02", "2024-02-19"), 0.3),
+                   prices("res_open", days("2024-01-02", "2024-02-25"), 0.6),
+                   prices("res_later", days("2024-01-02", "2024-02-25"), 0.8)], ignore_index=True)
+    return {"markets": m, "market_info": market_info_rows(m), "price_features": p}
+
+
+def batch_resolution_later() -> dict[str, pd.DataFrame]:
+    """res_later's resolved version (2024-03-05, outcome 1), published by the test that needs it."""
+    m = _markets([market("res_later", T0, RES_LATER_RESOLVED, updated=RES_LATER_RESOLVED,
+                         resolved_at=RES_LATER_RESOLVED, outcome=1)])
+    info = m.assign(event_ts=m["updated_at"])[["market_id", "event_ts", "question", "event_type", "platform",
+                                                "created_at", "resolution_date"]]
+    return {"markets": m, "market_info": info}
+
+
 def publish_all(offline_dir: Path) -> None:
     publish(offline_dir, batch_pit(), "2024-01-26")
     publish(offline_dir, batch_correction(), "2024-02-02")
     publish(offline_dir, batch_late(), "2024-02-16")
     publish(offline_dir, batch_online(), "2024-02-01")
     publish(offline_dir, batch_incremental(first=True), "2024-01-11")
+    publish(offline_dir, batch_resolution(), RESOLUTION_PUBLISHED)

@@ -89,7 +89,7 @@ def test_feast_apply_cli_on_a_temp_copy_registers_documented_definitions(applied
     assert "Created feature service market_forecaster_v1" in applied_repo.apply_stdout
     store = get_store(applied_repo.settings)
     views = {v.name: v for v in store.list_feature_views()}
-    assert set(views) == {"price_features", "poll_features", "market_info"}
+    assert set(views) == {"price_features", "poll_features", "market_info", "market_resolution"}
     assert store.get_entity("market").join_key == "market_id"
     for view in views.values():
         assert view.owner == OWNER and view.description and view.tags
@@ -113,7 +113,8 @@ def test_registry_on_postgres(postgres_srv, tmp_path):
     out = apply(s)
     assert "Created feature service market_forecaster_v1" in out
     store = get_store(s)
-    assert {v.name for v in store.list_feature_views()} == {"price_features", "poll_features", "market_info"}
+    assert {v.name for v in store.list_feature_views()} == {"price_features", "poll_features", "market_info",
+                                                            "market_resolution"}
     # Nothing ingested yet: a clear error naming the empty table, not a DuckDB IO error.
     entities = pd.DataFrame({"market_id": ["m"], "ts": pd.to_datetime(["2024-01-02"], utc=True)})
     with pytest.raises(ValueError, match="price_features: nothing matches .*price_features"):

@@ -184,3 +184,25 @@ def test_openapi_documents_examples_and_errors(client):
     assert {"200", "404", "422", "503"} <= set(predict["responses"])
     assert spec["components"]["schemas"]["PredictRequest"]["examples"][0] == {"market_id": "mkt-000042"}
     assert {"/predict", "/predict/batch", "/health", "/ready", "/metrics", "/model", "/admin/reload"} <= set(spec["paths"])
+
+
+def test_a_resolved_market_says_so_with_410(client, online, serving_settings):
+    import pandas as pd
+
+    from features.resolved import MARKER_COLUMNS, evict_from_online, write_markers
+    from features.store import get_store
+
+    store = get_store(serving_settings)
+    resolved_at = pd.Timestamp("2026-03-01 12:00", tz="UTC")
+    market = online.ids[7]
+    evict_from_online(store, [market])  # what materialization does to a resolved market ...
+    write_markers(store, pd.DataFrame([{"market_id": market, "updated_at": resolved_at, "resolved_at": resolved_at,
+                                        "outcome": 1, "ingested_at": resolved_at}])[MARKER_COLUMNS])  # ... and this
+    r = client.post("/predict", json={"market_id": market})
+    assert r.status_code == 410, r.text
+    assert r.json()["detail"] == (f"market '{market}' resolved at 2026-03-01T12:00:00+00:00 with outcome YES (1): "
+                                  "resolved markets get no forecast")
+    batch = client.post("/predict/batch", json={"items": [{"market_id": market}, {"market_id": "ghost"},
+                                                          {"market_id": online.ids[0]}]}).json()
+    assert [(e["market_id"], e["status_code"]) for e in batch["errors"]] == [(market, 410), ("ghost", 404)]
+    assert [p["market_id"] for p in batch["predictions"]] == [online.ids[0]]
