@@ -204,7 +204,7 @@ def _ingest_locked(batch_dir: Path, assume_utc: bool, settings: Settings, now: p
     assert batch_id is not None  # complete is implied by the absence of violations
     gate_page = None
     if run_gate:
-        gate = _run_gate(typed, batch_id, state.published_markets, settings)
+        gate = _run_gate(typed, batch_id, state.published_markets, settings, now)
         gate_page = gate.docs_page
         if not gate.success:
             return _refuse(batch_dir, batch_id, settings, now, _gate_violations(gate, typed), warnings,
@@ -307,11 +307,13 @@ def gate_frames(typed: dict[str, TypedTable]) -> dict[str, pd.DataFrame]:
 
 
 def _run_gate(typed: dict[str, TypedTable], batch_id: str, published_markets: pd.DataFrame,
-              settings: Settings) -> Any:
+              settings: Settings, now: pd.Timestamp) -> Any:
     from validation.gate import run_batch_checkpoint  # Great Expectations: heavy, imported on use
 
     lifetimes = published_markets[["market_id", "created_at", "resolved_at", "updated_at"]]
-    return run_batch_checkpoint(gate_frames(typed), batch_id, settings=settings, published_markets=lifetimes)
+    # The gate's "not more than a day in the future" bound uses the ingest time, as the contract checks do.
+    return run_batch_checkpoint(gate_frames(typed), batch_id, settings=settings, published_markets=lifetimes,
+                                now=now.to_pydatetime())
 
 
 def _gate_violations(gate: Any, typed: dict[str, TypedTable]) -> list[Violation]:

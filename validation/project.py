@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from config.settings import Settings
-from validation.suites import TABLES, TRAINING_SET, SuiteSpec, all_suites, checkpoint_name, suites_for
+from validation.suites import (
+    GX_SEVERITY,
+    TABLES,
+    TRAINING_SET,
+    SuiteSpec,
+    all_suites,
+    checkpoint_name,
+    suites_for,
+)
 
 # Analytics off: written into the environment before GX is imported (never read from it here).
 GX_ANALYTICS_ENABLED = False
@@ -100,9 +108,14 @@ data_docs_sites:
       validation_results_limit: 20
 """
 
-
-# Our severities as GX 1.x FailureSeverity values (stored on each expectation as well).
-GX_SEVERITY = {"error": "critical", "warning": "warning"}
+# Data Docs show GX's severity of each expectation in an extra "Severity" column of the
+# validation page: GX renders the expectation meta ``attributes`` named by the suite meta's
+# ``notes`` in the "meta properties" format (render/renderer/page_renderer.py; needs
+# validation/gx_fixes.py in GX 1.24.1).
+SEVERITY_COLUMN = "Severity"
+SEVERITY_LABELS = {"critical": "critical (refuses)", "warning": "warning (reported only)"}
+DOCS_META_PROPERTIES = {"format": "renderer.diagnostic.meta_properties",
+                        "content": {SEVERITY_COLUMN: "severity"}}
 
 
 class ProjectNotInitialized(RuntimeError):
@@ -114,9 +127,10 @@ def import_gx():
     os.environ["GX_ANALYTICS_ENABLED"] = str(GX_ANALYTICS_ENABLED)
     import great_expectations as gx
 
-    from validation import gx_actions, speedups  # noqa: F401 - gx_actions registers our action type
+    from validation import gx_actions, gx_fixes, speedups  # noqa: F401 - gx_actions registers our action type
 
     speedups.apply()
+    gx_fixes.apply()
     return gx
 
 
@@ -182,13 +196,16 @@ def build_suite(spec: SuiteSpec):
     """The GX ExpectationSuite for a suite spec (severity and contract rule in each expectation's meta)."""
     gx = import_gx()
     expectations = [
-        # notes: shown on the suite's Data Docs page; meta: read back by the gate.
-        getattr(gx.expectations, e.type)(**e.kwargs, notes=e.rule, severity=GX_SEVERITY[spec.severity],
-                                         meta={"rule": e.rule, "severity": spec.severity})
+        # notes: shown on the suite's Data Docs page; meta rule/severity: read back by the gate;
+        # meta attributes: the Severity column of the validation page.
+        getattr(gx.expectations, e.type)(
+            **e.kwargs, notes=e.rule, severity=GX_SEVERITY[e.severity],
+            meta={"rule": e.rule, "severity": e.severity,
+                  "attributes": {"severity": SEVERITY_LABELS[GX_SEVERITY[e.severity]]}})
         for e in spec.expectations
     ]
     return gx.ExpectationSuite(name=spec.name, expectations=expectations,
-                               meta={"table": spec.table, "severity": spec.severity})
+                               meta={"table": spec.table, "notes": DOCS_META_PROPERTIES})
 
 
 def _suite_content(suite: Any) -> Any:
@@ -260,6 +277,17 @@ def write_project(gx_dir: Path, settings: Settings) -> list[str]:
         if changed or existing is None or _checkpoint_content(existing) != _checkpoint_content(checkpoint):
             context.checkpoints.add_or_update(checkpoint)
             written.append(f"checkpoint {checkpoint.name}")
+    # Suites no longer in code (and their validation definitions, first: they reference them) go,
+    # so the committed project holds exactly what validation/suites.py says.
+    wanted = {spec.name for spec in all_suites()}
+    for vd in list(context.validation_definitions.all()):
+        if vd.name not in wanted:
+            context.validation_definitions.delete(vd.name)
+            written.append(f"removed validation definition {vd.name}")
+    for suite in list(context.suites.all()):
+        if suite.name not in wanted:
+            context.suites.delete(suite.name)
+            written.append(f"removed suite {suite.name}")
     clear_cache()
     return written or ["GX project already up to date"]
 
@@ -273,13 +301,14 @@ def _checkpoint_content(checkpoint: Any) -> Any:
 
 
 def stored_suite_specs(settings: Settings) -> dict[str, list[dict[str, Any]]]:
-    """What the committed suites contain (type, kwargs, meta), for the drift test."""
+    """What the committed suites contain (type, kwargs, meta, notes, GX severity), for the drift test."""
     context = get_project(settings).context
     out = {}
     for spec in all_suites():
         suite = context.suites.get(spec.name)
         out[spec.name] = [
-            {"type": c.type, "kwargs": c.kwargs, "meta": c.meta, "notes": c.notes}
+            {"type": c.type, "kwargs": c.kwargs, "meta": c.meta, "notes": c.notes,
+             "severity": str(getattr(c.severity, "value", c.severity))}
             for c in (x.configuration for x in suite.expectations)
         ]
     return out

@@ -5,11 +5,17 @@ This module is plain Python (no Great Expectations import): each suite is a list
 ``validation.project`` turns them into GX objects and writes them to the committed GX
 project in ``gx/``; a test checks that the committed JSON matches this code.
 
-Two severities:
-- ``<table>.contract`` suites refuse a batch (ingestion quarantines it).
-- ``<table>.distribution`` suites only warn (price mean/spread, share of resolved markets).
-  Their thresholds are GX suite parameters (``{"$PARAMETER": name}``) whose values come
-  from :class:`Thresholds` at run time, so they can be tuned without editing the suite.
+One suite per table (``<table>.contract``), each expectation with one of two severities
+(GX's own ``severity`` field, see :data:`GX_SEVERITY`):
+- ``error`` (GX ``critical``): the contract; a failure refuses the batch (ingestion quarantines it).
+- ``warning`` (GX ``warning``): distribution checks (price mean/spread, share of resolved
+  markets); a failure is reported, never refuses.
+One suite rather than a contract and a distribution suite: GX's cost per validation result
+(freshness checks, result storing, a Data Docs page) is paid once per batch, not twice.
+Thresholds are GX suite parameters (``{"$PARAMETER": name}``) whose values come from
+:class:`Thresholds` at run time, so they can be tuned without editing the suite; so is the
+newest acceptable timestamp (``max_timestamp``: validation time + one day), so the committed
+suites do not depend on when they were written.
 
 Columns starting with ``_`` are derived by ``validation.frames`` (joins with the market's
 lifetime, null indicators) so cross-column and cross-table rules are vectorized
@@ -18,6 +24,7 @@ column-pair expectations.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -31,6 +38,16 @@ TABLES = ("markets", "price_snapshots", "polls")
 TRAINING_SET = "training_set"
 ERROR = "error"
 WARNING = "warning"
+# Our severities as GX 1.x FailureSeverity values (GX's own ``severity`` field of each expectation).
+GX_SEVERITY = {ERROR: "critical", WARNING: "warning"}
+
+# DATA_CONTRACT "Timestamps": values before 2000-01-01 or more than one day in the future are refused.
+# A datetime, as GX holds it once loaded (the suite JSON stores it as an ISO string).
+EARLIEST_TIMESTAMP = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+FUTURE_TOLERANCE = dt.timedelta(days=1)
+MAX_TIMESTAMP_PARAMETER = "max_timestamp"
+# Scheduled times, legitimately far ahead for an open market: only the lower bound applies.
+SCHEDULED_TIMESTAMP_COLUMNS = {"markets": ("resolution_date",)}
 
 # Pandas dtypes of typed frames. Strings are object dtype (pandas' StringDtype is converted
 # to object by validation.frames before validation, so both spellings are accepted).
@@ -89,13 +106,19 @@ class Thresholds:
         return asdict(self)
 
 
+def max_timestamp(now: dt.datetime) -> str:
+    """Value of the ``max_timestamp`` suite parameter for a validation at ``now`` (aware)."""
+    return (now.astimezone(dt.timezone.utc) + FUTURE_TOLERANCE).isoformat()
+
+
 @dataclass(frozen=True)
 class ExpectationSpec:
-    """One GX expectation: its class name in ``great_expectations.expectations``, kwargs, and rule."""
+    """One GX expectation: its class name in ``great_expectations.expectations``, kwargs, rule, severity."""
 
     type: str
     kwargs: dict[str, Any]
     rule: str
+    severity: str = ERROR
 
     @property
     def column(self) -> str | None:
@@ -112,7 +135,6 @@ class ExpectationSpec:
 class SuiteSpec:
     name: str
     table: str
-    severity: str
     expectations: tuple[ExpectationSpec, ...] = field(default_factory=tuple)
 
 
@@ -122,6 +144,24 @@ def _p(name: str) -> dict[str, str]:
 
 def _e(expectation: str, rule: str, **kwargs: Any) -> ExpectationSpec:
     return ExpectationSpec(type=expectation, kwargs=kwargs, rule=rule)
+
+
+def _warn(expectation: str, rule: str, **kwargs: Any) -> ExpectationSpec:
+    return ExpectationSpec(type=expectation, kwargs=kwargs, rule=rule, severity=WARNING)
+
+
+def _timestamp_ranges(table: str) -> list[ExpectationSpec]:
+    """Every timestamp column is at or after 2000-01-01 and, unless scheduled, at most a day ahead."""
+    specs = []
+    for column in TIMESTAMP_COLUMNS[table]:
+        if column in SCHEDULED_TIMESTAMP_COLUMNS.get(table, ()):
+            specs.append(_e("ExpectColumnValuesToBeBetween", f"`{column}` is not before 2000-01-01 (a scheduled "
+                            "date: may be far in the future)", column=column, min_value=EARLIEST_TIMESTAMP))
+        else:
+            specs.append(_e("ExpectColumnValuesToBeBetween", f"`{column}` is not before 2000-01-01 nor more than "
+                            "one day after validation time", column=column, min_value=EARLIEST_TIMESTAMP,
+                            max_value=_p(MAX_TIMESTAMP_PARAMETER)))
+    return specs
 
 
 def _exist_and_type(columns: dict[str, str]) -> list[ExpectationSpec]:
@@ -161,6 +201,7 @@ def markets_contract() -> SuiteSpec:
              "resolved_at": TIMESTAMP_DTYPE, "outcome": "Int8", "updated_at": TIMESTAMP_DTYPE}
     specs = _exist_and_type(types)
     specs += _not_null("market_id", "event_type", "platform", "created_at", "resolution_date", "updated_at")
+    specs += _timestamp_ranges("markets")
     specs += [
         _e("ExpectColumnValueLengthsToBeBetween", f"market_id is non-empty, at most {MARKET_ID_MAX_LEN} characters",
            column="market_id", min_value=1, max_value=MARKET_ID_MAX_LEN),
@@ -180,14 +221,11 @@ def markets_contract() -> SuiteSpec:
            column_list=["market_id", "updated_at"], ignore_row_if="never"),
         _e("ExpectTableRowCountToBeBetween", "markets row count within bounds",
            min_value=_p("markets_rows_min"), max_value=_p("markets_rows_max")),
+        # Distribution: warns only.
+        _warn("ExpectColumnMeanToBeBetween", "share of resolved markets within expected bounds",
+              column="_is_resolved", min_value=_p("resolved_share_min"), max_value=_p("resolved_share_max")),
     ]
-    return SuiteSpec("markets.contract", "markets", ERROR, tuple(specs))
-
-
-def markets_distribution() -> SuiteSpec:
-    specs = [_e("ExpectColumnMeanToBeBetween", "share of resolved markets within expected bounds",
-                column="_is_resolved", min_value=_p("resolved_share_min"), max_value=_p("resolved_share_max"))]
-    return SuiteSpec("markets.distribution", "markets", WARNING, tuple(specs))
+    return SuiteSpec("markets.contract", "markets", tuple(specs))
 
 
 def price_snapshots_contract() -> SuiteSpec:
@@ -195,22 +233,19 @@ def price_snapshots_contract() -> SuiteSpec:
     specs = _exist_and_type(types)
     # market_id nulls are caught by the market-exists rule (a null id is no known market).
     specs += _not_null("ts", "price", "volume_24h")
+    specs += _timestamp_ranges("price_snapshots")
     specs += [
         _e("ExpectColumnValuesToBeBetween", "price is in [0, 1]", column="price", min_value=0.0, max_value=1.0),
         _e("ExpectColumnValuesToBeBetween", "volume_24h is at least 0", column="volume_24h", min_value=0.0),
     ]
     specs += _observation_rules("price_snapshots")
-    return SuiteSpec("price_snapshots.contract", "price_snapshots", ERROR, tuple(specs))
-
-
-def price_snapshots_distribution() -> SuiteSpec:
-    specs = [
-        _e("ExpectColumnMeanToBeBetween", "mean price within expected bounds", column="price",
-           min_value=_p("price_mean_min"), max_value=_p("price_mean_max")),
-        _e("ExpectColumnStdevToBeBetween", "price spread (standard deviation) within expected bounds",
-           column="price", min_value=_p("price_stdev_min"), max_value=_p("price_stdev_max")),
+    specs += [  # distribution: warns only
+        _warn("ExpectColumnMeanToBeBetween", "mean price within expected bounds", column="price",
+              min_value=_p("price_mean_min"), max_value=_p("price_mean_max")),
+        _warn("ExpectColumnStdevToBeBetween", "price spread (standard deviation) within expected bounds",
+              column="price", min_value=_p("price_stdev_min"), max_value=_p("price_stdev_max")),
     ]
-    return SuiteSpec("price_snapshots.distribution", "price_snapshots", WARNING, tuple(specs))
+    return SuiteSpec("price_snapshots.contract", "price_snapshots", tuple(specs))
 
 
 def polls_contract() -> SuiteSpec:
@@ -218,6 +253,7 @@ def polls_contract() -> SuiteSpec:
              "poll_trend": "float64", "n_polls": "int64"}
     specs = _exist_and_type(types)
     specs += _not_null("ts", "poll_average", "poll_trend", "n_polls")
+    specs += _timestamp_ranges("polls")
     specs += [
         _e("ExpectColumnValuesToBeBetween", "poll_average is in [0, 1]", column="poll_average",
            min_value=0.0, max_value=1.0),
@@ -226,7 +262,7 @@ def polls_contract() -> SuiteSpec:
         _e("ExpectColumnValuesToBeBetween", "n_polls is at least 0", column="n_polls", min_value=0),
     ]
     specs += _observation_rules("polls")
-    return SuiteSpec("polls.contract", "polls", ERROR, tuple(specs))
+    return SuiteSpec("polls.contract", "polls", tuple(specs))
 
 
 def training_set_contract() -> SuiteSpec:
@@ -266,12 +302,11 @@ def training_set_contract() -> SuiteSpec:
         _e("ExpectColumnValuesToBeBetween", "feature n_polls is at least 0 (or null)", column="n_polls",
            min_value=0),
     ]
-    return SuiteSpec("training_set.contract", TRAINING_SET, ERROR, tuple(specs))
+    return SuiteSpec("training_set.contract", TRAINING_SET, tuple(specs))
 
 
 def all_suites() -> tuple[SuiteSpec, ...]:
-    return (markets_contract(), markets_distribution(), price_snapshots_contract(),
-            price_snapshots_distribution(), polls_contract(), training_set_contract())
+    return (markets_contract(), price_snapshots_contract(), polls_contract(), training_set_contract())
 
 
 def suites_for(table: str) -> tuple[SuiteSpec, ...]:

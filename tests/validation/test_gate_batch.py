@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -12,7 +13,8 @@ import pytest
 
 from tests.validation import factories
 from validation.gate import GateResult, UnknownTable, run_batch_checkpoint
-from validation.suites import Thresholds
+from validation.project import SEVERITY_LABELS
+from validation.suites import TIMESTAMP_COLUMNS, Thresholds, all_suites
 
 Tables = dict[str, pd.DataFrame]
 
@@ -116,6 +118,56 @@ def _empty_polls(t: Tables) -> None:
     t["polls"] = t["polls"].iloc[0:0]
 
 
+def _now() -> pd.Timestamp:
+    return pd.Timestamp.now(tz="UTC")
+
+
+def _open_market_row(t: Tables, table: str) -> int:
+    """A row of ``table`` whose market is open (no resolution bounds its observations)."""
+    open_ids = set(t["markets"].loc[t["markets"]["resolved_at"].isna(), "market_id"])
+    frame = t[table]
+    return int(frame.index[frame["market_id"].isin(open_ids)][0])
+
+
+def _snapshot_before_2000(t: Tables) -> None:
+    frame = t["price_snapshots"].copy()
+    frame.loc[0, "ts"] = pd.Timestamp("1999-06-01", tz="UTC")
+    t["price_snapshots"] = frame
+
+
+def _poll_two_days_ahead(t: Tables) -> None:
+    frame = t["polls"].copy()
+    frame.loc[_open_market_row(t, "polls"), "ts"] = _now() + pd.Timedelta(days=2)
+    t["polls"] = frame
+
+
+def _market_created_far_ahead(t: Tables) -> None:
+    frame = t["markets"].copy()
+    row = frame.index[frame["resolved_at"].isna()][0]
+    frame.loc[row, "created_at"] = _now() + pd.DateOffset(years=10)
+    frame.loc[row, "resolution_date"] = frame.loc[row, "created_at"] + pd.Timedelta(days=60)
+    t["markets"] = frame
+
+
+def _market_resolved_ahead(t: Tables) -> None:
+    frame = t["markets"].copy()
+    row = frame.index[frame["resolved_at"].notna()][0]
+    frame.loc[row, "resolved_at"] = _now() + pd.Timedelta(days=3)
+    t["markets"] = frame
+
+
+def _market_updated_before_2000(t: Tables) -> None:
+    frame = t["markets"].copy()
+    frame.loc[4, "updated_at"] = pd.Timestamp("1999-12-31 23:59", tz="UTC")
+    t["markets"] = frame
+
+
+def _resolution_date_before_2000(t: Tables) -> None:
+    frame = t["markets"].copy()
+    frame.loc[6, "resolution_date"] = pd.Timestamp("1998-01-01", tz="UTC")
+    t["markets"] = frame
+
+
 M, S, P = "markets", "price_snapshots", "polls"
 BAD_BATCHES = {
     # name: (mutation, expected failing (table, expectation, column) — exactly these)
@@ -158,6 +210,21 @@ BAD_BATCHES = {
                                        {(M, "expect_column_pair_values_a_to_be_greater_than_b",
                                          "resolution_date,created_at")}),
     "empty table": (_empty_polls, {(P, "expect_table_row_count_to_be_between", None)}),
+    # DATA_CONTRACT "Timestamps": before 2000-01-01 or more than one day after validation time.
+    "snapshot ts before 2000": (_snapshot_before_2000,
+                                {(S, "expect_column_values_to_be_between", "ts"),
+                                 # 1999 is also before its market's creation (2024)
+                                 (S, "expect_column_pair_values_a_to_be_greater_than_b", "ts,_market_created_at")}),
+    "poll ts two days ahead": (_poll_two_days_ahead, {(P, "expect_column_values_to_be_between", "ts")}),
+    "market created_at far ahead": (_market_created_far_ahead,
+                                    {(M, "expect_column_values_to_be_between", "created_at")}),
+    "market resolved_at ahead": (_market_resolved_ahead, {(M, "expect_column_values_to_be_between", "resolved_at")}),
+    "market updated_at before 2000": (_market_updated_before_2000,
+                                      {(M, "expect_column_values_to_be_between", "updated_at")}),
+    "resolution_date before 2000": (_resolution_date_before_2000,
+                                    {(M, "expect_column_values_to_be_between", "resolution_date"),
+                                     (M, "expect_column_pair_values_a_to_be_greater_than_b",
+                                      "resolution_date,created_at")}),
 }
 
 
@@ -301,6 +368,110 @@ def test_docs_page_contains_the_failing_expectation(gate_settings) -> None:
     assert "values must be greater than or equal to" in html
     index = Path(gate_settings.data_dir) / "gx" / "data_docs" / "local_site" / "index.html"
     assert index.is_file() and "batch-docs-check" in index.read_text()
+
+
+def test_every_timestamp_column_has_a_range(gate_settings) -> None:
+    """Each batch table's timestamp columns: lower bound a constant, upper bound the run-time parameter."""
+    suites = {s.table: s for s in all_suites()}
+    for table in (M, S, P):
+        ranges = {e.kwargs["column"]: e.kwargs for e in suites[table].expectations
+                  if e.type == "ExpectColumnValuesToBeBetween" and e.kwargs["column"] in TIMESTAMP_COLUMNS[table]}
+        assert set(ranges) == set(TIMESTAMP_COLUMNS[table]), table
+        for column, kwargs in ranges.items():
+            assert kwargs["min_value"] == pd.Timestamp("2000-01-01", tz="UTC")
+            if (table, column) == (M, "resolution_date"):
+                assert "max_value" not in kwargs  # scheduled: may be far ahead
+            else:
+                assert kwargs["max_value"] == {"$PARAMETER": "max_timestamp"}
+
+
+def test_resolution_date_years_ahead_passes(gate_settings) -> None:
+    tables = clean_tables()
+    markets = tables["markets"].copy()
+    is_open = markets["resolved_at"].isna()
+    markets.loc[is_open, "resolution_date"] = _now() + pd.DateOffset(years=5)
+    tables["markets"] = markets
+    result = run_batch_checkpoint(tables, "resolution-ahead", settings=gate_settings)
+    assert result.success, result.to_text()
+    assert result.failures == []
+
+
+def test_future_bound_is_one_day_after_validation_time(gate_settings) -> None:
+    tables = clean_tables()
+    markets = tables.pop("markets")
+    snaps = tables["price_snapshots"].copy()
+    row = _open_market_row({"markets": markets, "price_snapshots": snaps}, "price_snapshots")
+    ts = pd.Timestamp("2024-03-01", tz="UTC")  # after every snapshot of the clean batch
+    snaps.loc[row, "ts"] = ts
+    published = markets[["market_id", "created_at", "resolved_at", "updated_at"]]
+    within = run_batch_checkpoint({"price_snapshots": snaps}, "ts-within-a-day", settings=gate_settings,
+                                  published_markets=published, now=(ts - pd.Timedelta(hours=23)).to_pydatetime())
+    assert within.success, within.to_text()
+    ahead = run_batch_checkpoint({"price_snapshots": snaps}, "ts-two-days-ahead", settings=gate_settings,
+                                 published_markets=published, now=(ts - pd.Timedelta(days=2)).to_pydatetime())
+    assert failing(ahead) == {(S, "expect_column_values_to_be_between", "ts")}
+    (failure,) = ahead.failures
+    assert failure["unexpected_count"] == 1
+    assert failure["examples"][0]["ts"] == ts.isoformat()
+    assert "2000-01-01" in failure["rule"]
+
+
+def _table_row(html: str, text: str) -> str:
+    """The validation page's table row (status cell to Severity cell) whose text (tags aside) holds ``text``."""
+    words = (re.escape(w) for w in text.split())
+    at = re.search(r"(?:\s|<[^>]*>)*".join(words), html).start()
+    start = [m.start() for m in re.finditer(r'<td id="[^"]*-cell-\d+-1"', html[:at])][-1]
+    end = min(html.index(label, at) + len(label) for label in SEVERITY_LABELS.values() if label in html[at:])
+    return html[start:end]
+
+
+def test_docs_page_shows_the_timestamp_range_failure(gate_settings) -> None:
+    tables = clean_tables()
+    _snapshot_before_2000(tables)
+    result = run_batch_checkpoint(tables, "docs-ts-range", settings=gate_settings)
+    html = Path(result.docs_page).read_text()
+    row = _table_row(html, "values must be greater than or equal to 2000-01-01T00:00:00+00:00 and less than")
+    assert "text-danger" in row  # marked failed
+    assert "1999-06-01" in row  # the unexpected value is shown
+    assert "1 unexpected values found" in row
+    assert row.endswith(SEVERITY_LABELS["critical"])
+
+
+def test_docs_page_marks_warning_only_checks(gate_settings) -> None:
+    tables = clean_tables()
+    tables["price_snapshots"] = tables["price_snapshots"].assign(price=0.01)
+    result = run_batch_checkpoint(tables, "docs-warnings", settings=gate_settings)
+    assert result.success and len(result.warnings) == 2
+    html = Path(result.warnings[0]["docs_page"]).read_text()
+    assert re.search(r"<th[^>]*>\s*Severity\s*</th>", html)
+    mean_row = _table_row(html, "mean must be greater than or equal to")
+    assert "text-danger" in mean_row and mean_row.endswith(SEVERITY_LABELS["warning"])
+    price_range_row = _table_row(html, "values must be greater than or equal to 0.0 and less than or equal to 1.0")
+    assert "text-success" in price_range_row and price_range_row.endswith(SEVERITY_LABELS["critical"])
+
+
+def test_copy_on_write_run_gives_the_same_verdict(gate_settings, monkeypatch) -> None:
+    """The gate runs GX under pandas Copy-on-Write for speed: same failures and examples as without it."""
+    import validation.gate as gate
+
+    tables = clean_tables()
+    for mutate in (_set(S, "price", 2, 1.5), _unknown_market, _snapshot_before_2000, _set(P, "poll_trend", 0, 2.0),
+                   _outcome_without_resolution):
+        mutate(tables)
+    before = {name: frame.copy() for name, frame in tables.items()}
+    with_cow = run_batch_checkpoint(tables, "cow-on", settings=gate_settings)
+    assert pd.get_option("mode.copy_on_write") is False  # scoped to the run
+    monkeypatch.setattr(gate, "GX_RUN_PANDAS_OPTIONS", ("mode.copy_on_write", False))
+    without = run_batch_checkpoint(tables, "cow-off", settings=gate_settings)
+
+    def verdict(result: GateResult) -> list:
+        return sorted(json.dumps({k: v for k, v in f.items() if k != "docs_page"}, sort_keys=True)
+                      for f in result.failures + result.warnings)
+
+    assert len(with_cow.failures) >= 5
+    assert verdict(with_cow) == verdict(without)
+    for name, frame in tables.items():  # the caller's frames are untouched
+        pd.testing.assert_frame_equal(frame, before[name])
 
 
 def test_unknown_table_is_an_error(gate_settings) -> None:

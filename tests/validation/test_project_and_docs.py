@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import decimal
 import json
+from datetime import datetime, timezone
 import subprocess
 import sys
 import threading
@@ -17,17 +18,17 @@ import pytest
 from config.settings import REPO_ROOT
 from tests.validation import factories
 from validation import suites
-from validation.project import KEY_COLUMNS, docs_index, import_gx, stored_suite_specs
+from validation.project import KEY_COLUMNS, docs_index, get_project, import_gx, stored_suite_specs
 
 
 def test_committed_suites_match_code(gate_settings) -> None:
     """gx/expectations/*.json are what validation/suites.py says (rerun `python -m validation init` if not)."""
     stored = stored_suite_specs(gate_settings)
     for spec in suites.all_suites():
-        expected = [{"type": _snake(e.type), "kwargs": e.kwargs, "rule": e.rule, "severity": spec.severity}
-                    for e in spec.expectations]
+        expected = [{"type": _snake(e.type), "kwargs": e.kwargs, "rule": e.rule, "severity": e.severity,
+                     "gx_severity": suites.GX_SEVERITY[e.severity]} for e in spec.expectations]
         actual = [{"type": e["type"], "kwargs": e["kwargs"], "rule": e["meta"]["rule"],
-                   "severity": e["meta"]["severity"]} for e in stored[spec.name]]
+                   "severity": e["meta"]["severity"], "gx_severity": e["severity"]} for e in stored[spec.name]]
         assert [e["notes"] for e in stored[spec.name]] == [e.rule for e in spec.expectations]
         assert _canonical(actual) == _canonical(expected), spec.name
 
@@ -114,23 +115,6 @@ def test_decimal_speedup_keeps_answers() -> None:
     assert converted.tolist() == [0.25]
 
 
-def test_fingerprint_reuse_is_scoped_and_exact() -> None:
-    import_gx()
-    from great_expectations.execution_engine import pandas_execution_engine as engine
-
-    from validation.speedups import reuse_batch_fingerprints
-
-    frame = factories.snapshots(factories.markets(10))
-    original = engine.hash_pandas_dataframe.__wrapped__
-    with reuse_batch_fingerprints():
-        first = engine.hash_pandas_dataframe(frame)
-        assert engine.hash_pandas_dataframe(frame) == first == original(frame)
-        other = frame.assign(price=0.5)
-        assert engine.hash_pandas_dataframe(other) == original(other) != first
-    frame.loc[0, "price"] = 0.99  # outside the block nothing is cached: a mutation is seen
-    assert engine.hash_pandas_dataframe(frame) == original(frame) != first
-
-
 def test_jinja_speedup_renders_identically(gate_settings, monkeypatch) -> None:
     import jinja2
     from great_expectations.render.renderer import ValidationResultsPageRenderer
@@ -138,12 +122,12 @@ def test_jinja_speedup_renders_identically(gate_settings, monkeypatch) -> None:
     from great_expectations.render.view import DefaultJinjaPageView
 
     from validation.frames import markets_frame
+    from validation.gate import expectation_parameters
     from validation.project import get_project
-    from validation.suites import Thresholds
 
     checkpoint = get_project(gate_settings).checkpoints["markets"]
     run = checkpoint.run(batch_parameters={"dataframe": markets_frame(factories.markets(30))},
-                         expectation_parameters=Thresholds().as_parameters())
+                         expectation_parameters=expectation_parameters(None, datetime.now(timezone.utc)))
     validation_result = next(iter(run.run_results.values()))
     # (GX's render mutates the rendered document, so each view gets its own.)
     cached = DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(validation_result))
@@ -187,6 +171,11 @@ def test_init_writes_a_working_project_and_is_idempotent(tmp_path: Path) -> None
     written = write_project(settings.gx_dir, settings)
     assert "checkpoint price_snapshots_gate" in written
     assert (settings.gx_dir / "great_expectations.yml").read_text().count("analytics_enabled: false") == 1
+    _add_stale_suite(settings, "markets.distribution")  # e.g. a suite since folded into markets.contract
+    assert {"removed validation definition markets.distribution", "removed suite markets.distribution"} <= set(
+        write_project(settings.gx_dir, settings))
+    assert not (settings.gx_dir / "expectations" / "markets" / "distribution.json").exists()
+    assert not (settings.gx_dir / "validation_definitions" / "markets.distribution.json").exists()
     before = {p: p.read_text() for p in settings.gx_dir.rglob("*.json")}
     assert write_project(settings.gx_dir, settings) == ["GX project already up to date"]
     assert {p: p.read_text() for p in settings.gx_dir.rglob("*.json")} == before  # no id churn
@@ -194,3 +183,91 @@ def test_init_writes_a_working_project_and_is_idempotent(tmp_path: Path) -> None
     result = run_batch_checkpoint({"markets": markets, "price_snapshots": factories.snapshots(markets)}, "fresh",
                                   settings=settings)
     assert result.success, result.to_text()
+
+
+def _add_stale_suite(settings, name: str) -> None:
+    from validation.project import BATCH_DEFINITION_NAME, DATASOURCE_NAME, _open_context, output_dir
+
+    gx = import_gx()
+    context = _open_context(settings.gx_dir, output_dir(settings))
+    suite = context.suites.add(gx.ExpectationSuite(name=name))
+    batch_definition = context.data_sources.get(DATASOURCE_NAME).get_asset("markets").get_batch_definition(
+        BATCH_DEFINITION_NAME)
+    context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch_definition, suite=suite))
+    assert (settings.gx_dir / "validation_definitions" / f"{name}.json").is_file()
+
+
+def test_docs_severity_fix_is_scoped() -> None:
+    """GX as shipped cannot rebuild an expectation its page renderer gave a Severity column; ours can."""
+    import_gx()
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    as_shipped = ExpectationConfiguration.to_domain_obj.__wrapped__
+    kwargs = {"column": "price", "min_value": 0.0, "max_value": 1.0}
+    plain = ExpectationConfiguration(type="expect_column_values_to_be_between", kwargs=kwargs,
+                                     meta={"rule": "r"}, notes="r", severity="warning")
+    rendered = ExpectationConfiguration(type="expect_column_values_to_be_between",
+                                        kwargs={**kwargs, "meta_properties_to_render": {"Severity": "severity"}},
+                                        meta={"rule": "r"}, notes="r", severity="warning")
+    assert plain.to_domain_obj() == as_shipped(plain)
+    with pytest.raises(Exception, match="meta_properties_to_render"):
+        as_shipped(rendered)
+    rebuilt = rendered.to_domain_obj()
+    assert rebuilt == as_shipped(plain)
+    assert rebuilt.severity == "warning" and rebuilt.meta == {"rule": "r"}
+    assert "meta_properties_to_render" in rendered.kwargs  # the renderer still reads it
+
+
+def test_configuration_lookup_speedup_keeps_answers() -> None:
+    """Every expectation of every suite: the patched kwargs lookups answer as GX's own do, with fresh objects."""
+    from great_expectations.expectations.expectation import Expectation
+
+    from validation.project import build_suite
+
+    summary = {"result_format": {"result_format": "SUMMARY", "partial_unexpected_count": 5}}
+    checked = 0
+    for spec in suites.all_suites():
+        for expectation in build_suite(spec).expectations:
+            for name, args in (("_get_domain_kwargs", ()), ("_get_success_kwargs", ()),
+                               ("_get_runtime_kwargs", ()), ("_get_runtime_kwargs", (summary,))):
+                patched = getattr(Expectation, name)
+                assert patched.__wrapped__ is not patched
+                assert _canonical(patched(expectation, *args)) == _canonical(patched.__wrapped__(expectation, *args))
+            keys = (*expectation.domain_keys, *expectation.success_keys, *expectation.runtime_keys)
+            for key in keys:
+                assert _canonical(expectation._get_success_kwarg(key, "default")) == _canonical(
+                    Expectation._get_success_kwarg.__wrapped__(expectation, key, "default"))
+            first = expectation._get_runtime_kwargs()
+            first["result_format"]["partial_unexpected_count"] = -1  # a caller mutating its answer
+            assert expectation._get_runtime_kwargs()["result_format"]["partial_unexpected_count"] != -1
+            checked += 1
+    assert checked == sum(len(s.expectations) for s in suites.all_suites())
+
+
+def test_index_result_reuse_renders_the_same_index(gate_settings, monkeypatch) -> None:
+    from great_expectations.data_context.store.validation_results_store import ValidationResultsStore
+    from great_expectations.render.renderer.site_builder import DefaultSiteIndexBuilder
+
+    from validation import speedups
+    from validation.docs import build_docs
+    from validation.gate import run_batch_checkpoint
+
+    markets = factories.markets(30)
+    run_batch_checkpoint({"markets": markets}, "index-ok", settings=gate_settings)
+    run_batch_checkpoint({"markets": markets.assign(platform="Bad")}, "index-bad", settings=gate_settings)
+    reused = build_docs(gate_settings).read_text()
+    cached = {text: id(result) for text, result in speedups._INDEX_RESULTS.items()}
+    assert cached  # the index build went through the cache
+    assert _strip_uuids(build_docs(gate_settings).read_text()) == _strip_uuids(reused)  # (page build time)
+    assert {text: id(result) for text, result in speedups._INDEX_RESULTS.items() if text in cached} == cached
+    with monkeypatch.context() as patch:  # GX as shipped: every index build deserializes every result
+        patch.setattr(DefaultSiteIndexBuilder, "_add_validations_to_index_links",
+                      DefaultSiteIndexBuilder._add_validations_to_index_links.__wrapped__)
+        patch.setattr(ValidationResultsStore, "deserialize", ValidationResultsStore.deserialize.__wrapped__)
+        as_shipped = build_docs(gate_settings).read_text()
+    assert "batch-index-ok" in reused and "batch-index-bad" in reused
+    assert _strip_uuids(reused) == _strip_uuids(as_shipped)
+    # Outside index builds nothing is shared: each read is a new object.
+    store = get_project(gate_settings).context.validation_results_store
+    key = store.list_keys()[0]
+    assert store.get(key) is not store.get(key)
