@@ -55,12 +55,18 @@ class OnlineFeatures:
     prices: list[float | None]               # request-time prices (None: none given)
     values: dict[str, list]                  # market_id + one list per feature, request order (None: no value)
     status: dict[str, list[str]]             # Feast field status per feature
-    ages: list[dict[str, float | None]]      # per row: feature -> age in seconds (None: no value, or an
-                                             # on-demand feature: computed now; its inputs carry their ages)
+    view_ages: dict[str, list[float | None]]  # stored view -> per row age in seconds (None: no stored row)
     known: list[bool]                        # per row: the store has any stored value for the market
     request_ts: datetime
     overridden: list[set[str]] = field(default_factory=list)  # per row: features replaced by request values
-    view_ages: dict[str, list[float | None]] = field(default_factory=dict)  # stored view -> per row age (s)
+
+    def age(self, i: int, feature: str) -> float | None:
+        """Age of row i's value of `feature`: its view's age; 0 for a stored feature given in the request;
+        None for an on-demand feature (computed now; its inputs carry their ages)."""
+        view = self.plan.view_of[feature]
+        if view not in self.view_ages:
+            return None
+        return 0.0 if feature in self.overridden[i] else self.view_ages[view][i]
 
 
 class RegistryCachedStore:
@@ -186,14 +192,11 @@ class FeastFeatureSource:
         n = len(market_ids)
         values = result.values  # fresh lists from Feast, ours to change (request prices); NaN or None = missing
         view_ages = {v: [None if a != a else float(a) for a in result.age_seconds[v]] for v in plan.stored_views}
-        age_view = {f: plan.view_of[f] if plan.view_of[f] in view_ages else None for f in plan.feature_names}
-        ages = [{f: (view_ages[v][i] if v is not None else None) for f, v in age_view.items()} for i in range(n)]
         stored_status = [result.status[f] for f in plan.feature_names if plan.view_of[f] in plan.stored_views]
         known = [any(column[i] != "NOT_FOUND" for column in stored_status) for i in range(n)]
         prices = list(prices) if prices is not None else [None] * n
-        out = OnlineFeatures(plan, list(market_ids), prices, values, result.status,
-                             ages, known, result.request_ts, overridden=[set() for _ in market_ids],
-                             view_ages=view_ages)
+        out = OnlineFeatures(plan, list(market_ids), prices, values, result.status, view_ages, known,
+                             result.request_ts, overridden=[set() for _ in market_ids])
         if any(p is not None for p in prices):
             self._override_prices(out, prices)
         return out
@@ -230,7 +233,6 @@ class FeastFeatureSource:
         for i, p in zip(rows, new_price):
             values[PRICE_FEATURE][i] = p
             status[PRICE_FEATURE][i] = "PRESENT"
-            feats.ages[i][PRICE_FEATURE] = 0.0
             feats.overridden[i].add(PRICE_FEATURE)
         odfvs = {v.name: v for v in self.store.list_on_demand_feature_views()}
         for view_name in plan.odfv_sources:

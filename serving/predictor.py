@@ -159,7 +159,7 @@ class Predictor:
             if pending:
                 err = self._score_rows(champion, "model", pending, *outputs)
                 if err is None:
-                    self.models.sample_columns = {f: [feats.values[f][i] for i in pending[:5]] for f in feats.values}
+                    self.models.sample_columns = _rows(feats.values, pending[:5], n)
             self._fallback_model(state, feats, known, probability, source, used_model, reasons)
             self._market_price(feats, known, probability, source, reasons)
         latency_ms = (perf_counter() - started) * 1000.0
@@ -247,11 +247,11 @@ class Predictor:
                     ttls: dict[str, float | None], reasons: list[str], latency_ms: float) -> dict[str, Any]:
         """One `Prediction` (serving/schemas.py) as a plain dict: building 17 pydantic FeatureInfo objects
         per market profiled at ~20% of a 100-market batch. The schema tests validate these bodies."""
-        warnings, infos, overridden, ages = [], {}, feats.overridden[i], feats.ages[i]
+        warnings, infos, overridden = [], {}, feats.overridden[i]
         for f in feats.plan.feature_names:
             status = "REQUEST" if f in overridden else statuses[f][i]
             ttl = ttls[f]
-            infos[f] = {"value": columns[f][i], "status": status, "age_seconds": ages[f], "ttl_seconds": ttl}
+            infos[f] = {"value": columns[f][i], "status": status, "age_seconds": feats.age(i, f), "ttl_seconds": ttl}
             if status == "OUTSIDE_MAX_AGE":
                 warnings.append(f"feature {f!r} is older than its TTL ({ttl:.0f} s) at request time: "
                                 f"value withheld, imputed by the model")
