@@ -4,9 +4,11 @@ Both run as their own uvicorn processes (one worker each) against one real redis
 (tests/servers.py). Our /predict does the online read of FeatureService market_forecaster_v1 AND
 runs the model (plus TTL checks, response building, logging); feast serve's /get-online-features
 only reads the features. Single-client latencies alternate the two services request by request so
-machine noise hits both alike. Prints JSON.
+machine noise hits both alike. Before the servers start, the stored-feature read alone is timed in
+process: Feast's SDK (`get_online_features` + `to_dict`) beside our direct reader of Feast's Redis
+layout (features.retrieve), which serving uses. Prints JSON.
 
-    .venv/bin/python bench/bench_serving.py                      # ~3-4 min on the shared box
+    .venv/bin/python bench/bench_serving.py                      # ~1.5-4 min depending on the box
     .venv/bin/python bench/bench_serving.py --requests 2000 --clients 8 --duration 10
 """
 
@@ -85,6 +87,37 @@ def throughput(make_request, clients: int, duration: float) -> dict[str, float]:
             **summary_ms(flat)}
 
 
+def online_read_in_process(settings: Settings, markets: list[str], batch_size: int, repeats: int = 200) -> dict:
+    """The stored-feature read alone, in this process, through the serving store (registry cached,
+    bounded timeouts): Feast's SDK (`get_online_features` + `to_dict`) beside our direct Redis
+    reader of the same layout, alternated call by call."""
+    from features import retrieve
+    from serving.features_source import FeastFeatureSource
+    from tests.serving import world
+
+    store = FeastFeatureSource(settings).store
+    service = store.get_feature_service(world.FEATURE_SERVICE)
+    odfvs = {v.name: v for v in store.list_on_demand_feature_views()}
+    wanted: dict[str, set[str]] = {}
+    for projection in service.feature_view_projections:
+        sources = (odfvs[projection.name].source_feature_view_projections.values()
+                   if projection.name in odfvs else [projection])
+        for source in sources:
+            wanted.setdefault(source.name, set()).update(f.name for f in source.features)
+    wanted_sorted = {view: sorted(names) for view, names in wanted.items()}
+    out = {}
+    for label, ids in (("1_market", markets[:1]), (f"{batch_size}_markets", markets[:batch_size])):
+        times: dict[str, list[float]] = {"feast_sdk": [], "direct_redis": []}
+        for i in range(repeats + 10):
+            for name, read in (("feast_sdk", retrieve._read_stored_sdk), ("direct_redis", retrieve._read_stored_redis)):
+                started = time.perf_counter()
+                read(store, wanted_sorted, ids)
+                if i >= 10:  # warm-up
+                    times[name].append(time.perf_counter() - started)
+        out[label] = {name: summary_ms(values) for name, values in times.items()}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--markets", type=int, default=300)
@@ -118,6 +151,7 @@ def main() -> None:
         world.set_champion(settings, world.register_model(settings, names, seed=1, kind="hgb"))
         markets = world.write_online(store, args.markets, pd.Timestamp.now(tz="UTC")).ids
         result["setup_s"] = round(time.perf_counter() - t0, 1)
+        result["online_read_in_process"] = online_read_in_process(settings, markets, args.batch_size)
         try:
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "serving", "--log-level", "warning"], cwd=REPO_ROOT,
