@@ -144,6 +144,7 @@ def expectation_parameters(thresholds: Thresholds | None, now: dt.datetime) -> d
 
 def _run(frames: dict[str, pd.DataFrame], run_name: str, thresholds: Thresholds | None,
          settings: Settings, now: dt.datetime | None = None) -> GateResult:
+    from validation import speedups
     from validation.project import DOCS_SITE_NAME, get_project, import_gx
 
     gx = import_gx()
@@ -157,9 +158,15 @@ def _run(frames: dict[str, pd.DataFrame], run_name: str, thresholds: Thresholds 
     first_failing_page: str | None = None
     first_page: str | None = None
     for table, frame in frames.items():
-        with pd.option_context(*GX_RUN_PANDAS_OPTIONS):
-            checkpoint_result = project.checkpoints[table].run(
-                batch_parameters={"dataframe": frame}, expectation_parameters=parameters, run_id=run_id)
+        # GX fingerprints the frame (a hash of every value) after its Python-level set-up:
+        # start it now on the second core (validation/speedups.py; same fingerprint).
+        speedups.prefetch_fingerprint(frame)
+        try:
+            with pd.option_context(*GX_RUN_PANDAS_OPTIONS):
+                checkpoint_result = project.checkpoints[table].run(
+                    batch_parameters={"dataframe": frame}, expectation_parameters=parameters, run_id=run_id)
+        finally:
+            speedups.discard_prefetched(frame)  # if GX did not take it (e.g. it raised first)
         for key, suite_result in checkpoint_result.run_results.items():
             page = _docs_page(project.context, key, DOCS_SITE_NAME)
             first_page = first_page or page

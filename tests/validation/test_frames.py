@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from tests.validation import factories
@@ -49,3 +50,32 @@ def test_normalize_changes_representation_only() -> None:
     assert out["market_id"].dtype == object and out["ts"].dtype == "datetime64[ns, UTC]"
     assert out["naive"].dtype == "datetime64[ns]"  # not a timestamp column of this table: untouched
     assert frame["market_id"].dtype == "string"
+
+
+def test_lookup_positions_is_get_indexer_for_any_order() -> None:
+    from validation.frames import lookup_positions
+
+    index = pd.Index(["a", "b", "c"], dtype=object)
+    grouped = np.array(["a"] * 4 + ["x"] * 3 + ["c"] * 5 + ["a"] * 2 + ["b"] * 3, dtype=object)
+    cases = {
+        "grouped": grouped,
+        "shuffled": np.random.default_rng(0).permutation(grouped),
+        "with null": np.array(["a", "a", None, None, "b", "b", "b"], dtype=object),
+        "non-str objects": np.array(["a", "a", 1, 1, 1, "c", "c"], dtype=object),
+        "empty": np.array([], dtype=object),
+    }
+    for name, values in cases.items():
+        assert lookup_positions(index, values).tolist() == index.get_indexer(values).tolist(), name
+
+
+def test_observation_frame_same_for_grouped_and_shuffled_rows() -> None:
+    markets = factories.markets(30, resolved_share=0.5)
+    snaps = factories.snapshots(markets, per_market=6)
+    snaps.loc[7, "market_id"] = "unknown"
+    lifetimes = market_lifetimes(markets, None)
+    order = np.random.default_rng(1).permutation(len(snaps))
+    grouped = observation_frame(snaps, "price_snapshots", lifetimes)
+    shuffled = observation_frame(snaps.iloc[order], "price_snapshots", lifetimes)
+    pd.testing.assert_frame_equal(grouped.iloc[order], shuffled)
+    assert grouped["_market_created_at"].dtype == "datetime64[ns, UTC]"
+    assert not grouped.loc[7, "_market_known"] and grouped["_market_known"].sum() == len(snaps) - 1

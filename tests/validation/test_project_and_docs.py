@@ -271,3 +271,119 @@ def test_index_result_reuse_renders_the_same_index(gate_settings, monkeypatch) -
     store = get_project(gate_settings).context.validation_results_store
     key = store.list_keys()[0]
     assert store.get(key) is not store.get(key)
+
+
+def _grouped_snapshot_frames() -> dict[str, pd.DataFrame]:
+    """Validation frames in several shapes: grouped by market (the fast paths) and not."""
+    from validation.frames import market_lifetimes, observation_frame
+
+    markets = factories.markets(40)
+    snaps = factories.snapshots(markets, per_market=8)
+    frame = observation_frame(snaps, "price_snapshots", market_lifetimes(markets, None))
+    shuffled = frame.sample(frac=1.0, random_state=0)
+    with_null = frame.copy()
+    with_null.loc[3, "market_id"] = None
+    mixed = frame.assign(market_id=frame["market_id"].where(frame.index % 50 != 0, 7))
+    return {"grouped": frame, "shuffled": shuffled, "null id": with_null, "mixed types": mixed,
+            "unhashable": frame.assign(extra=[{"k": i} for i in range(len(frame))]),
+            "categorical": frame.assign(market_id=frame["market_id"].astype("category")),
+            "no object column": frame.drop(columns=["market_id"]), "empty": frame.iloc[0:0]}
+
+
+def test_fingerprint_speedup_gives_gx_fingerprint() -> None:
+    import great_expectations.execution_engine.pandas_execution_engine as gx_pandas_engine
+
+    from validation import speedups
+
+    patched = gx_pandas_engine.hash_pandas_dataframe
+    as_shipped = patched.__wrapped__
+    for name, frame in _grouped_snapshot_frames().items():
+        assert patched(frame) == as_shipped(frame), name
+        assert patched.__wrapped_fast__(frame) == as_shipped(frame), name
+        speedups.prefetch_fingerprint(frame)  # computed on the worker thread, taken by GX's call
+        assert id(frame) in speedups._PREFETCHED
+        assert patched(frame) == as_shipped(frame), name
+        assert id(frame) not in speedups._PREFETCHED
+    frame = _grouped_snapshot_frames()["grouped"]
+    changed = frame.copy()
+    changed.loc[100, "price"] = 0.123
+    assert patched(changed) != patched(frame)  # still a fingerprint of every value
+    speedups.prefetch_fingerprint(frame)
+    speedups.discard_prefetched(frame)
+    assert id(frame) not in speedups._PREFETCHED
+
+
+def test_stored_result_carries_gx_fingerprint(gate_settings) -> None:
+    import great_expectations.execution_engine.pandas_execution_engine as gx_pandas_engine
+
+    from validation.frames import market_lifetimes, observation_frame
+    from validation.gate import run_batch_checkpoint
+
+    markets = factories.markets(30)
+    snaps = factories.snapshots(markets)
+    result = run_batch_checkpoint({"price_snapshots": snaps}, "fingerprint", settings=gate_settings,
+                                  published_markets=markets)
+    assert result.success, result.to_text()
+    page = Path(result.docs_page).read_text()
+    frame = observation_frame(snaps, "price_snapshots", market_lifetimes(None, markets))
+    assert gx_pandas_engine.hash_pandas_dataframe.__wrapped__(frame) in page  # Batch Markers on the page
+
+
+def _compound_unique_metric():
+    from great_expectations.expectations.metrics.multicolumn_map_metrics.compound_columns_unique import (
+        CompoundColumnsUnique,
+    )
+    from great_expectations.expectations.registry import _registered_metrics
+
+    from validation.speedups import COMPOUND_UNIQUE_METRIC
+
+    holder = _registered_metrics[COMPOUND_UNIQUE_METRIC]["providers"]["PandasExecutionEngine"][1]
+    while "metric_fn" in holder.__code__.co_freevars:
+        holder = holder.__closure__[holder.__code__.co_freevars.index("metric_fn")].cell_contents
+    return CompoundColumnsUnique, holder
+
+
+def test_compound_unique_speedup_gives_gx_answer() -> None:
+    provider, patched = _compound_unique_metric()
+    as_shipped = patched.__wrapped__
+    assert patched is not as_shipped and "duplicated" in as_shipped.__code__.co_names
+    base = _grouped_snapshot_frames()["grouped"][["market_id", "ts"]].reset_index(drop=True)
+    ts_of = base["ts"]
+    cases = {
+        "grouped unique": base,
+        "shuffled": base.sample(frac=1.0, random_state=0),
+        "duplicate in a run": base.assign(ts=ts_of.where(base.index != 5, ts_of[4])),
+        "market in two runs": pd.concat([base, base.iloc[[0]]], ignore_index=True),
+        "market in two runs, no duplicate": pd.concat(
+            [base, base.iloc[[0]].assign(ts=ts_of[0] - pd.Timedelta(days=9))], ignore_index=True),
+        "decreasing within a run": base.assign(ts=ts_of.where(base.index != 5, ts_of[3] - pd.Timedelta(hours=1))),
+        "NaT": base.assign(ts=ts_of.where(base.index % 7 != 0)),
+        "null id": base.assign(market_id=base["market_id"].where(base.index % 7 != 0, None)),
+        "naive ts": base.assign(ts=ts_of.dt.tz_localize(None)),
+        "int second column": base.assign(ts=np.arange(len(base)) % 8),
+        "int second column, duplicate": base.assign(ts=np.arange(len(base)) % 8 // 2),
+        "three columns": base.assign(extra=1),
+        "one row": base.iloc[:1],
+        "empty": base.iloc[0:0],
+    }
+    verdicts = {}
+    for name, frame in cases.items():
+        expected = as_shipped(provider, frame)
+        pd.testing.assert_series_equal(patched(provider, frame), expected, obj=name)
+        verdicts[name] = bool(expected.all())
+    assert not verdicts["duplicate in a run"] and not verdicts["market in two runs"]
+    assert verdicts["grouped unique"] and verdicts["market in two runs, no duplicate"]
+
+
+def test_grouped_batch_with_duplicate_key_is_refused(gate_settings) -> None:
+    """The fast uniqueness path only ever proves uniqueness; a grouped batch's duplicate still refuses."""
+    from validation.gate import run_batch_checkpoint
+
+    markets = factories.markets(30)
+    snaps = factories.snapshots(markets)
+    later = snaps.iloc[[len(snaps) - 1, 0]]  # m0000's first key again, after another market's run
+    duplicated = pd.concat([snaps, later], ignore_index=True)
+    result = run_batch_checkpoint({"price_snapshots": duplicated}, "grouped-duplicate", settings=gate_settings,
+                                  published_markets=markets)
+    assert [(f["expectation"], f["column"], f["unexpected_count"]) for f in result.failures] == [
+        ("expect_compound_columns_to_be_unique", "market_id,ts", 4)]
