@@ -12,6 +12,7 @@ two cannot drift apart (a test compares them).
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
@@ -88,10 +89,18 @@ class Settings:
 
     @property
     def redis_connection_string(self) -> str:
-        """Feast's Redis format: ``host:port,db=N[,password=...]`` (not a ``redis://`` URL)."""
+        """Feast's Redis format: ``host:port,db=N[,password="..."]`` (not a ``redis://`` URL).
+
+        Feast splits the string on ``,`` and JSON-decodes each value, so the password is written as
+        a JSON string: unquoted, ``123456`` would reach redis-py as an int and ``true`` as a bool.
+        A comma cannot be escaped in this format, so a password with one is refused.
+        """
         parts = [f"{self.redis_host}:{self.redis_port}", f"db={self.redis_db}"]
         if self.redis_password:
-            parts.append(f"password={self.redis_password}")
+            if "," in self.redis_password:
+                raise ValueError("PM_REDIS_PASSWORD contains ',', which Feast's Redis connection string "
+                                 "(host:port,db=N,password=...) cannot carry: use a password without commas")
+            parts.append("password=" + json.dumps(self.redis_password))
         return ",".join(parts)
 
     def ensure_dirs(self) -> None:

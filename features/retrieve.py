@@ -214,7 +214,7 @@ def online_columns(
         else:
             wanted.setdefault(projection.name, set()).update(f.name for f in projection.features)
     wanted_sorted = {view: sorted(names) for view, names in wanted.items()}
-    read = _read_stored_redis if redis_fast_path(store) else _read_stored_sdk
+    read = _read_stored_redis if redis_fast_path(store, wanted_sorted) else _read_stored_sdk
     raw = read(store, wanted_sorted, market_ids)
     now_s = when.timestamp()
     ttl_s = _view_ttls(store)
@@ -295,14 +295,23 @@ def _read_stored_sdk(store: "FeatureStore", wanted: dict[str, list[str]], market
     return out
 
 
-def redis_fast_path(store: "FeatureStore") -> bool:
-    """Whether :func:`_read_stored_redis` can read this store: Feast's Redis online store with the
-    redis-py client (single node or cluster; Feast's GLIDE client takes the SDK path)."""
+def redis_fast_path(store: "FeatureStore", views: Iterable[str] = ()) -> bool:
+    """Whether :func:`_read_stored_redis` can read `views` from this store: Feast's Redis online store
+    with the redis-py client (single node, cluster or sentinel), every view keyed by `market_id`
+    alone, and no online view versioning (a versioned name can change with `feast apply`, which a
+    cached view would not see). Anything else takes the SDK path: Feast's GLIDE client, SQLite."""
     from feast.infra.online_stores.redis import RedisClient, RedisOnlineStore
 
-    config = store.config.online_store
-    return (isinstance(store._get_provider().online_store, RedisOnlineStore)
-            and getattr(config, "client", RedisClient.redis) == RedisClient.redis)
+    config = store.config
+    if not isinstance(store._get_provider().online_store, RedisOnlineStore) \
+            or getattr(config.online_store, "client", RedisClient.redis) != RedisClient.redis \
+            or getattr(config.registry, "enable_online_feature_view_versioning", False):
+        return False
+    for view in views:
+        fv = store.get_feature_view(view, allow_registry_cache=True)
+        if fv.join_keys != [ENTITY_KEY] or fv.projection.join_key_map:
+            return False
+    return True
 
 
 def _read_stored_redis(store: "FeatureStore", wanted: dict[str, list[str]], market_ids: list[str]) -> StoredRead:

@@ -18,6 +18,7 @@ from validation.suites import TIMESTAMP_COLUMNS, TRAINING_POLL_FEATURES
 
 LIFETIME_COLUMNS = ["market_id", "created_at", "resolved_at", "updated_at"]
 UTC_NS = pd.DatetimeTZDtype("ns", "UTC")
+RUN_PROBE = 4096  # leading values looked at to decide whether rows come grouped (runs_of_equal_strings)
 
 
 def normalize(df: pd.DataFrame, table: str) -> pd.DataFrame:
@@ -135,8 +136,16 @@ def runs_of_equal_strings(values: np.ndarray) -> np.ndarray | None:
     Rows usually come grouped by market, so looking up one value per run instead of one per row
     does the same lookups ~500x less often; the answer is the same for any order (no runs: one
     lookup per row, as before). Only plain strings, whose ``==`` is the lookups' equality.
+    Returns None as well when the first values show the rows are not grouped (at most one run per
+    two rows): then finding the runs would only add a full pass to the per-row path.
     """
-    if values.dtype != object or len(values) == 0 or pd.api.types.infer_dtype(values, skipna=False) != "string":
+    if values.dtype != object or len(values) == 0:
+        return None
+    probe = values[:RUN_PROBE]
+    if pd.api.types.infer_dtype(probe, skipna=False) != "string" or \
+            np.count_nonzero(probe[1:] != probe[:-1]) >= max(1, len(probe) // 2):
+        return None
+    if pd.api.types.infer_dtype(values, skipna=False) != "string":
         return None
     starts = np.flatnonzero(values[1:] != values[:-1]) + 1
     return np.concatenate(([0], starts))

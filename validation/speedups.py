@@ -40,6 +40,7 @@ Applied once, by :func:`validation.project.import_gx`; tests check the answers a
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -211,17 +212,25 @@ def _string_column_hashes(values: np.ndarray) -> np.ndarray | None:
     return repeat_per_run(pd.util.hash_array(values[starts]), starts, len(values))
 
 
-def _row_hashes(df: pd.DataFrame) -> np.ndarray:
-    """``pd.util.hash_pandas_object(df, index=True).values``, string columns hashed per run."""
+def _row_hashes_of(columns: list, index: pd.Index) -> np.ndarray:
+    """``pd.util.hash_pandas_object(df, index=True).values`` from ``df``'s column arrays and index,
+    ``str`` columns hashed per run (pandas combines the same per-column hashes the same way)."""
     from pandas.core.util.hashing import combine_hash_arrays
 
     hashes = []
-    for _, series in df.items():
-        values = series._values  # what hash_pandas_object hashes
+    for values in columns:  # each column's ._values: what hash_pandas_object hashes
         fast = _string_column_hashes(values) if isinstance(values, np.ndarray) else None
         hashes.append(fast if fast is not None else pd.util.hash_array(values))
-    hashes.append(pd.util.hash_pandas_object(df.index, index=False)._values)
+    hashes.append(pd.util.hash_pandas_object(index, index=False)._values)
     return combine_hash_arrays(iter(hashes), len(hashes))
+
+
+def _row_hashes(df: pd.DataFrame) -> np.ndarray:
+    return _row_hashes_of([series._values for _, series in df.items()], df.index)
+
+
+def _md5_of_rows(columns: list, index: pd.Index) -> str:
+    return hashlib.md5(_row_hashes_of(columns, index), usedforsecurity=False).hexdigest()
 
 
 # Fingerprints being computed ahead on a worker thread: id(frame) -> (frame, future). The
@@ -245,10 +254,23 @@ def prefetch_fingerprint(frame: pd.DataFrame) -> None:
     compute = getattr(gx_pandas_engine.hash_pandas_dataframe, "__wrapped_fast__", None)
     if compute is None or frame.memory_usage().sum() >= gx_pandas_engine.HASH_THRESHOLD:
         return  # GX does not fingerprint frames that large
+    # The column arrays are taken here, on the caller's thread: the worker only reads numpy /
+    # extension arrays and the (immutable) index, never the DataFrame GX is using meanwhile.
+    columns = [series._values for _, series in frame.items()]
     with _PREFETCH_LOCK:
         if _PREFETCH_POOL is None:
             _PREFETCH_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gx-fingerprint")
-        _PREFETCHED[id(frame)] = (frame, _PREFETCH_POOL.submit(compute, frame))
+        _PREFETCHED[id(frame)] = (frame, _PREFETCH_POOL.submit(_md5_of_rows, columns, frame.index))
+
+
+def _reset_after_fork() -> None:
+    """A forked child has no worker thread: start it afresh there instead of waiting on it forever."""
+    global _PREFETCH_POOL, _PREFETCH_LOCK
+    _PREFETCH_POOL, _PREFETCH_LOCK = None, threading.Lock()
+    _PREFETCHED.clear()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def discard_prefetched(frame: pd.DataFrame) -> None:
@@ -280,7 +302,12 @@ def _fingerprint_hashing_string_runs(original):
 
     def hash_pandas_dataframe(df: Any) -> str:
         prefetched = _take_prefetched(df)
-        return prefetched.result() if prefetched is not None else compute(df)
+        if prefetched is not None:
+            try:
+                return prefetched.result()
+            except Exception:  # noqa: BLE001 - e.g. unhashable values: GX's own path decides, here
+                pass
+        return compute(df)
 
     hash_pandas_dataframe.__wrapped__ = original  # type: ignore[attr-defined]
     hash_pandas_dataframe.__wrapped_fast__ = compute  # type: ignore[attr-defined]
@@ -298,7 +325,9 @@ def _all_rows_unique_when_grouped(frame: pd.DataFrame) -> bool:
     if not isinstance(first, np.ndarray):
         return False
     starts = runs_of_equal_strings(first)
-    if starts is None or len(set(first[starts])) != len(starts):  # a key in several runs
+    if starts is None or len(starts) > len(first) // 2:  # not grouped: not worth proving
+        return False
+    if len(set(first[starts])) != len(starts):  # a key in several runs
         return False
     if isinstance(second, np.ndarray) and second.dtype.kind in "iu":
         ordered = second

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from config.settings import REPO_ROOT, Settings, describe
 
 
@@ -34,13 +36,30 @@ def test_every_setting_reads_its_env_var(tmp_path: Path):
     assert s.raw_dir == tmp_path / "raw" and s.quarantine_dir == tmp_path / "q"
     assert s.online_store_type == "redis"
     assert (s.redis_port, s.redis_db, s.serving_port, s.docs_port) == (6390, 3, 9001, 9002)
-    assert s.redis_connection_string == "10.0.0.1:6390,db=3,password=s3cret"
+    assert s.redis_connection_string == '10.0.0.1:6390,db=3,password="s3cret"'
     assert s.mlflow_tracking_uri == "postgresql://m" and s.model_name == "m"
     assert s.serving_options == '{"ab_share": 0.2}'
 
 
 def test_redis_connection_string_omits_empty_password():
     assert Settings.from_env({"PM_REDIS_PORT": "7000"}).redis_connection_string == "127.0.0.1:7000,db=0"
+
+
+@pytest.mark.parametrize("password", ["s3cret", "123456", "true", "null", "1e3", 'qu"ote\\s', "a=b:c", " spaced "])
+def test_redis_password_reaches_redis_py_as_the_same_string(password):
+    """Feast JSON-decodes connection-string values: the password must come back as this exact str."""
+    from feast.infra.online_stores.redis import RedisOnlineStore
+
+    s = Settings.from_env({"PM_REDIS_PASSWORD": password})
+    nodes, params = RedisOnlineStore._parse_connection_string(s.redis_connection_string)
+    assert nodes == [{"host": "127.0.0.1", "port": "6379"}]
+    assert params == {"db": 0, "password": password} and type(params["password"]) is str
+
+
+def test_redis_password_with_a_comma_is_refused():
+    s = Settings.from_env({"PM_REDIS_PASSWORD": "ab,cd"})
+    with pytest.raises(ValueError, match="PM_REDIS_PASSWORD contains ','"):
+        s.redis_connection_string
 
 
 def test_paths_derive_from_data_dir(tmp_path: Path):

@@ -68,8 +68,25 @@ def redis_store(fork, redis_clean):
 
 
 def test_redis_reader_is_used_for_redis_and_not_for_sqlite(fork, redis_clean):
-    assert retrieve.redis_fast_path(get_store(fork("redis", redis=redis_clean)))
-    assert not retrieve.redis_fast_path(get_store(fork("sqlite")))
+    assert retrieve.redis_fast_path(get_store(fork("redis", redis=redis_clean)), WANTED)
+    assert not retrieve.redis_fast_path(get_store(fork("sqlite")), WANTED)
+
+
+def test_view_keyed_by_something_else_takes_the_sdk_path(fork, redis_clean, tmp_path):
+    """The direct reader builds market_id entity keys only: any other key must not read as NOT_FOUND."""
+    from feast import Entity, FeatureView, Field, FileSource
+    from feast.types import Float64
+
+    store = get_store(fork("redis", redis=redis_clean))
+    pd.DataFrame({"platform": ["kalshi"], "ts": pd.to_datetime(["2024-01-01"], utc=True), "price": [0.5]}).to_parquet(
+        tmp_path / "p.parquet")
+    platform = Entity(name="platform_e", join_keys=["platform"])
+    by_platform = FeatureView(name="platform_prices", entities=[platform], schema=[Field(name="price", dtype=Float64)],
+                              source=FileSource(name="platform_prices_source", path=str(tmp_path / "p.parquet"),
+                                                timestamp_field="ts"), ttl=timedelta(days=3))
+    store.apply([platform, by_platform])  # into this test's private registry copy
+    assert retrieve.redis_fast_path(store, ["price_features"])
+    assert not retrieve.redis_fast_path(store, ["price_features", "platform_prices"])
 
 
 def test_redis_reader_equals_the_sdk_read(redis_store):
@@ -94,7 +111,7 @@ def test_online_columns_same_through_either_read(redis_store, monkeypatch):
     ids = ["on000000", "on000003", "nulls_m", "frac_m", "polls_only_m", "never_seen_m"]
     when = datetime(2024, 2, 1, 12, tzinfo=timezone.utc)
     fast = retrieve.online_columns(ids, SERVICE, when, store=redis_store)
-    monkeypatch.setattr(retrieve, "redis_fast_path", lambda store: False)
+    monkeypatch.setattr(retrieve, "redis_fast_path", lambda store, views=(): False)
     sdk = retrieve.online_columns(ids, SERVICE, when, store=redis_store)
     assert fast.status == sdk.status
     for column, values in sdk.values.items():
@@ -106,10 +123,14 @@ def test_online_columns_same_through_either_read(redis_store, monkeypatch):
     assert fast.status["poll_average"][ids.index("polls_only_m")] == "PRESENT"
 
 
-def test_redis_reader_with_redis_down_raises(redis_store, redis_clean):
+def test_redis_down_fails_both_reads_the_same_way(redis_store, redis_clean):
+    import redis
+
     redis_clean.stop()
     try:
-        with pytest.raises(Exception):
-            retrieve._read_stored_redis(redis_store, WANTED, ["on000000"])
+        for read in (retrieve._read_stored_redis, retrieve._read_stored_sdk):
+            with pytest.raises(redis.exceptions.ConnectionError):
+                read(redis_store, WANTED, ["on000000"])
     finally:
         redis_clean.start()
+    assert retrieve._read_stored_redis(redis_store, WANTED, ["on000000"]).status["price_features__price"] == ["PRESENT"]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import subprocess
-import sys
-
 import os
+import sys
 from datetime import datetime, timezone
 
 import pandas as pd
@@ -37,12 +37,30 @@ def test_sqlite_by_default(settings: Settings):
 
 
 def test_redis_when_configured_with_a_password_yaml_would_misread(tmp_path):
-    password = 'p@ss: "w,o#rd'
+    from feast.infra.online_stores.redis import RedisOnlineStore
+
+    password = 'p@ss: "w#o\\rd=1'
     s = Settings.from_env({"PM_DATA_DIR": str(tmp_path), "PM_ONLINE_STORE_TYPE": "redis", "PM_REDIS_HOST": "10.0.0.5",
                            "PM_REDIS_PORT": "6400", "PM_REDIS_DB": "2", "PM_REDIS_PASSWORD": password})
     config = repo_config(s)
     assert config.online_store.type == "redis"
-    assert config.online_store.connection_string == f"10.0.0.5:6400,db=2,password={password}"
+    assert config.online_store.connection_string == f"10.0.0.5:6400,db=2,password={json.dumps(password)}"
+    # ... and Feast's own parser hands redis-py the password unchanged.
+    _, params = RedisOnlineStore._parse_connection_string(config.online_store.connection_string)
+    assert params == {"db": 2, "password": password}
+
+
+@pytest.mark.parametrize("password", ["true", "1e3"])
+def test_json_looking_redis_password_authenticates_against_a_real_redis(tmp_path, password):
+    """Feast JSON-decodes connection-string values: unquoted, `true` became a bool and `1e3` "1000.0"."""
+    from tests.servers import redis_server
+
+    with redis_server(password=password) as server:
+        s = Settings.from_env({"PM_DATA_DIR": str(tmp_path), "PM_ONLINE_STORE_TYPE": "redis",
+                               "PM_REDIS_HOST": server.host, "PM_REDIS_PORT": str(server.port),
+                               "PM_REDIS_PASSWORD": password})
+        store = get_store(s)
+        assert store._get_provider().online_store._get_client(store.config.online_store).ping()
 
 
 def test_postgres_registry_uri_passes_through(tmp_path):
