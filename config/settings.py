@@ -42,7 +42,7 @@ class Settings:
     redis_host: str = field(metadata={"env": "PM_REDIS_HOST", "doc": "Redis host for the online store."})
     redis_port: int = field(metadata={"env": "PM_REDIS_PORT", "doc": "Redis port for the online store."})
     redis_db: int = field(metadata={"env": "PM_REDIS_DB", "doc": "Redis logical database number."})
-    redis_password: str = field(metadata={"env": "PM_REDIS_PASSWORD", "doc": "Redis password (empty: none). A secret: never logged."})
+    redis_password: str = field(metadata={"env": "PM_REDIS_PASSWORD", "doc": "Redis password (empty: none; no commas: Feast's connection string cannot carry one). A secret: never logged."})
     mlflow_tracking_uri: str = field(metadata={"env": "MLFLOW_TRACKING_URI", "doc": "MLflow tracking + registry store (`sqlite:///...` locally; file stores are refused by MLflow 3)."})
     mlflow_artifact_root: Path = field(metadata={"env": "PM_MLFLOW_ARTIFACT_ROOT", "doc": "Where MLflow stores run artifacts and models."})
     model_name: str = field(metadata={"env": "PM_MODEL_NAME", "doc": "Registered model name in the MLflow registry."})
