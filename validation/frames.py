@@ -136,8 +136,8 @@ def runs_of_equal_strings(values: np.ndarray) -> np.ndarray | None:
     Rows usually come grouped by market, so looking up one value per run instead of one per row
     does the same lookups ~500x less often; the answer is the same for any order (no runs: one
     lookup per row, as before). Only plain strings, whose ``==`` is the lookups' equality.
-    Returns None as well when the first values show the rows are not grouped (at most one run per
-    two rows): then finding the runs would only add a full pass to the per-row path.
+    Returns None as well when the rows are not grouped (more than one run per two rows; the first
+    values are looked at before any full pass), so callers take their per-row path.
     """
     if values.dtype != object or len(values) == 0:
         return None
@@ -147,8 +147,8 @@ def runs_of_equal_strings(values: np.ndarray) -> np.ndarray | None:
         return None
     if pd.api.types.infer_dtype(values, skipna=False) != "string":
         return None
-    starts = np.flatnonzero(values[1:] != values[:-1]) + 1
-    return np.concatenate(([0], starts))
+    starts = np.concatenate(([0], np.flatnonzero(values[1:] != values[:-1]) + 1))
+    return None if len(starts) > len(values) // 2 else starts
 
 
 def repeat_per_run(per_run: np.ndarray, starts: np.ndarray, n: int) -> np.ndarray:
@@ -159,7 +159,7 @@ def repeat_per_run(per_run: np.ndarray, starts: np.ndarray, n: int) -> np.ndarra
 def lookup_positions(index: pd.Index, values: np.ndarray) -> np.ndarray:
     """``index.get_indexer(values)``, looking up each run of equal adjacent strings once."""
     starts = runs_of_equal_strings(values)
-    if starts is None or len(starts) > len(values) // 2:
+    if starts is None:
         return index.get_indexer(values)
     return repeat_per_run(index.get_indexer(values[starts]), starts, len(values))
 

@@ -207,7 +207,7 @@ def _string_column_hashes(values: np.ndarray) -> np.ndarray | None:
     distinct values, then takes them per row), so hashing each run's value once is exact.
     """
     starts = runs_of_equal_strings(values)
-    if starts is None or len(starts) > len(values) // 2:
+    if starts is None:
         return None
     return repeat_per_run(pd.util.hash_array(values[starts]), starts, len(values))
 
@@ -325,9 +325,7 @@ def _all_rows_unique_when_grouped(frame: pd.DataFrame) -> bool:
     if not isinstance(first, np.ndarray):
         return False
     starts = runs_of_equal_strings(first)
-    if starts is None or len(starts) > len(first) // 2:  # not grouped: not worth proving
-        return False
-    if len(set(first[starts])) != len(starts):  # a key in several runs
+    if starts is None or len(set(first[starts])) != len(starts):  # a key in several runs
         return False
     if isinstance(second, np.ndarray) and second.dtype.kind in "iu":
         ordered = second
