@@ -20,6 +20,7 @@ the few renames between steps 3 and 4.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -168,16 +169,44 @@ def recover(root: Path) -> list[str]:
     return notes
 
 
+REASON_FILE = "_reason.json"
+
+
+def _batch_digest(directory: Path, skip: frozenset[str] = frozenset()) -> str:
+    """sha256 of a directory's files (relative paths and bytes; dangling links skipped)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        relative = path.relative_to(directory).as_posix()
+        if relative in skip:
+            continue
+        digest.update(relative.encode() + b"\0")
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
 def quarantine(batch_dir: Path, quarantine_root: Path, label: str, reason: dict[str, Any]) -> Path:
-    """Copy the whole batch directory to ``<quarantine>/<dirname>-<label>/`` with ``_reason.json``."""
-    dest = quarantine_root / f"{batch_dir.name}-{label}"
+    """Copy the whole batch directory to ``<quarantine>/<dirname>-<label>/`` with ``_reason.json``.
+
+    The same files refused again replace their copy (with the newest reason). Different files
+    refused under the same label (values that fail conversion type alike, so their batch ids
+    match) never overwrite an earlier delivery: they go to ``<dirname>-<label>-<digest>/``.
+    """
+    name = batch_dir.resolve().name or "batch"
+    dest = quarantine_root / f"{name}-{label}"
+    digest = _batch_digest(batch_dir)
+    if dest.exists() and _batch_digest(dest, skip=frozenset({REASON_FILE})) != digest:
+        dest = quarantine_root / f"{name}-{label}-{digest[:12]}"
     quarantine_root.mkdir(parents=True, exist_ok=True)
     tmp = quarantine_root / f".{dest.name}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
-    shutil.copytree(batch_dir, tmp)
-    _write_json_atomic(tmp / "_reason.json", reason)
-    if dest.exists():  # the same content refused again: the newest reason replaces the old copy
+    # A link to a missing file has nothing to keep; it must not stop the rest being kept.
+    shutil.copytree(batch_dir, tmp, ignore_dangling_symlinks=True)
+    _write_json_atomic(tmp / REASON_FILE, reason)
+    if dest.exists():  # the same files refused again: the newest reason replaces the old copy
         shutil.rmtree(dest)
     os.replace(tmp, dest)
     return dest

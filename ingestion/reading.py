@@ -14,18 +14,23 @@ Typing rules (contract: "a value that cannot be converted to the column's type w
   converted to UTC at microsecond precision. Naive text / naive Parquet timestamps are refused
   (``naive_timestamp``) unless ``assume_utc``. Sub-microsecond values would lose precision and
   are refused. Values before 2000-01-01 or after ``now + 1 day`` are refused, except that
-  ``markets.resolution_date`` (a scheduled date: an open market's is in the future) has no
-  upper limit.
+  ``markets.resolution_date`` (a scheduled date: an open market's is in the future) may be
+  as late as 2262-04-11 (pandas' nanosecond range, which the gate and Feast use); text after
+  that is still parsed, so both formats refuse it by the same rule.
 """
 
 from __future__ import annotations
 
+import csv
+from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from ingestion.contract import (
@@ -36,8 +41,16 @@ TABLE_SUFFIXES = (".parquet", ".csv")
 # Timestamps that name a *scheduled* time, legitimately far in the future for an open market,
 # so the "more than one day in the future" rule (meant for observed times) does not apply.
 SCHEDULED_COLUMNS = frozenset({("markets", "resolution_date")})
+# Their upper limit instead: the last instant pandas, the validation gate and Feast can hold (nanoseconds).
+LATEST_SCHEDULED = pd.Timestamp.max.tz_localize("UTC").floor("us")
 # An ISO-8601 time followed by Z or a numeric offset (a bare date has no zone).
 _AWARE_RE = r"[T ]\d{2}(?::?\d{2}(?::?\d{2}(?:[.,]\d+)?)?)?\s*(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$"
+# An ISO-8601 calendar date first (extended or basic), then nothing or a time: words such as
+# "now" or "today", which pandas would turn into the wall-clock time, are not timestamps.
+_ISO_DATE_RE = r"^\d{4}-?\d{2}-?\d{2}(?:$|[T ])"
+# An integer written as text: converted exactly with int(), not through a float (2**53 + 1 stays itself).
+_INT_TEXT_RE = r"^[+-]?\d+$"
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass
@@ -78,8 +91,14 @@ def _read_raw(path: Path, table: str) -> tuple[pd.DataFrame | None, pa.Schema | 
     name = path.name
     try:
         if path.suffix == ".csv":
+            shape_problems = _csv_shape_violations(path, table)
+            if shape_problems:
+                return None, None, shape_problems
             # utf-8-sig: UTF-8, tolerating the byte-order mark spreadsheet exports put first.
-            raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig")
+            # index_col=False: a first column is never taken as the index (pandas does that
+            # when rows have one field more than the header; the shape check refuses those).
+            raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig",
+                              index_col=False)
             # An empty cell is a null, except in string columns where it is the empty string.
             strings = {c.name for c in SCHEMAS[table] if c.kind == "string"}
             for column in raw.columns:
@@ -89,7 +108,8 @@ def _read_raw(path: Path, table: str) -> tuple[pd.DataFrame | None, pa.Schema | 
         else:
             arrow = pq.read_table(path)
             schema = arrow.schema
-            raw = arrow.to_pandas(ignore_metadata=True)
+            # integer_object_nulls: an integer column with nulls stays exact (Python ints), not float64.
+            raw = arrow.to_pandas(ignore_metadata=True, integer_object_nulls=True)
     except pd.errors.EmptyDataError:
         return None, None, [Violation(name, table, "empty_file", None, 0,
                                       "the file is empty (no header, no rows)")]
@@ -100,6 +120,37 @@ def _read_raw(path: Path, table: str) -> tuple[pd.DataFrame | None, pa.Schema | 
     if raw.empty:
         return None, None, [Violation(name, table, "empty_file", None, 0, "the file has no data rows")]
     return raw, schema, []
+
+
+def _csv_shape_violations(path: Path, table: str) -> list[Violation]:
+    """A duplicated header name, or a row whose field count differs from the header's.
+
+    pandas would rename a second ``price`` to ``price.1`` (silently reading the first), shift
+    every column when rows carry a trailing delimiter, and pad short rows with empty cells.
+    The field counts are checked by pyarrow's strict CSV parser (same quoting rules), reading
+    one column only.
+    """
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        header = next(csv.reader(f), None)
+    if not header:
+        return []  # empty file: reported by the reader
+    duplicated = [name for name, n in Counter(header).items() if n > 1]
+    if duplicated:
+        return [Violation(path.name, table, "duplicate_column", name, 0,
+                          f"column {name!r} appears {Counter(header)[name]} times in the header "
+                          "(which one is meant is ambiguous)") for name in duplicated]
+    try:
+        pa_csv.read_csv(path, parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+                        convert_options=pa_csv.ConvertOptions(include_columns=[header[0]],
+                                                              column_types={header[0]: pa.string()}))
+    except pa.ArrowInvalid as exc:
+        message = str(exc)
+        if "Expected" not in message:
+            raise
+        return [Violation(path.name, table, "malformed_row", None, 0,
+                          f"every row must have the header's {len(header)} fields: "
+                          f"{message.removeprefix('CSV parse error: ')}"[:500])]
+    return []
 
 
 def _type_string(t: TypedTable, spec: ColumnSpec, arrow_type: pa.DataType | None,
@@ -149,20 +200,104 @@ def _type_number(t: TypedTable, spec: ColumnSpec, arrow_type: pa.DataType | None
               f"{spec.name} must be a {spec.kind}, got Parquet {arrow_type}")
         values, bad = pd.Series(np.nan, index=s.index), np.zeros(len(s), dtype=bool)
     elif arrow_type is not None and pa.types.is_integer(arrow_type):
-        values, bad = s.astype("Int64"), np.zeros(len(s), dtype=bool)
+        values, outside = _parquet_integers(s)
+        bad = np.zeros(len(s), dtype=bool)
+        _flag(out, t, outside, "not_convertible", spec.name, f"{spec.name} is outside the 64-bit integer range")
     else:
         values, bad = _numbers_from(s)
     _flag(out, t, bad, "not_convertible", spec.name, f"{spec.name} must be a {spec.kind}")
     if spec.kind == "int" and values.dtype != "Int64":
-        finite = np.isfinite(values.to_numpy(dtype="float64", na_value=np.nan))
-        fractional = finite & (np.floor(values.fillna(0).to_numpy()) != values.fillna(0).to_numpy())
-        nonfinite = values.notna().to_numpy() & ~finite
-        _flag(out, t, (fractional | nonfinite) & ~bad, "not_convertible", spec.name,
-              f"{spec.name} must be an integer (a fractional or non-finite value would lose information)")
-        whole = np.where(finite & ~fractional, values.fillna(0).to_numpy(), np.nan)
-        values = pd.Series(pd.array(np.where(np.isnan(whole), 0, whole).astype("int64"), dtype="Int64"),
-                           index=s.index).mask(np.isnan(whole))
+        values = _integers_from_numbers(t, spec, s, values, bad, out)
     t.typed[spec.name] = values if spec.kind == "int" else values.astype("float64")
+
+
+def _parquet_integers(s: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """A Parquet integer column as Int64, and the mask of values outside int64 (uint64 only).
+
+    Columns with nulls arrive as Python ints (``integer_object_nulls``), not as lossy floats.
+    """
+    if s.dtype.kind == "i" or (s.dtype.kind == "u" and s.dtype.itemsize < 8):
+        return s.astype("Int64"), np.zeros(len(s), dtype=bool)
+    if s.dtype.kind == "u":
+        outside = s.to_numpy() > INT64_MAX
+        return s.where(~outside, 0).astype("int64").astype("Int64").mask(outside), outside
+    return _exact_integers(s.to_numpy(dtype=object), s.notna().to_numpy(), s.index)
+
+
+def _exact_integers(cells: np.ndarray, present: np.ndarray, index: pd.Index) -> tuple[pd.Series, np.ndarray]:
+    """Int64 values of integer cells (Python or numpy ints), and the mask of those outside int64.
+
+    Cell by cell with Python ints, so nothing passes through a float: a uint64 above 2**63
+    (or text 2**53 + 1) is refused or kept exactly, never rounded or wrapped around.
+    """
+    as_ints = [int(v) if p else 0 for v, p in zip(cells, present)]
+    outside = np.array([not (INT64_MIN <= v <= INT64_MAX) for v in as_ints], dtype=bool)
+    kept = present & ~outside
+    ints = np.array([v if k else 0 for v, k in zip(as_ints, kept)], dtype="int64")
+    return pd.Series(pd.array(ints, dtype="Int64"), index=index).mask(~kept), outside
+
+
+def _integers_from_numbers(t: TypedTable, spec: ColumnSpec, s: pd.Series, values: pd.Series, bad: np.ndarray,
+                           out: list[Violation]) -> pd.Series:
+    """Whole numbers of a float (or text) column as Int64; fractional, non-finite or too large refused.
+
+    Integer text longer than 15 digits (where a float may round) is converted exactly with ``int()``.
+    """
+    floats = values.to_numpy(dtype="float64", na_value=np.nan)
+    long_int_text = np.zeros(len(s), dtype=bool)
+    if s.dtype == object:
+        text = s.astype("object").where(s.notna(), None).astype("string").str.strip()
+        long_int_text = (text.str.fullmatch(_INT_TEXT_RE) & (text.str.lstrip("+-").str.len() > 15)
+                         ).fillna(False).to_numpy(dtype=bool) & ~bad
+    finite = np.isfinite(floats)
+    fractional = finite & (np.floor(np.where(finite, floats, 0)) != np.where(finite, floats, 0))
+    nonfinite = values.notna().to_numpy() & ~finite
+    _flag(out, t, (fractional | nonfinite) & ~bad & ~long_int_text, "not_convertible", spec.name,
+          f"{spec.name} must be an integer (a fractional or non-finite value would lose information)")
+    whole = finite & ~fractional & ~long_int_text
+    too_large = whole & ((floats < INT64_MIN) | (floats >= 2.0**63))
+    from_floats = whole & ~too_large
+    result = pd.Series(pd.array(np.where(from_floats, floats, 0).astype("int64"), dtype="Int64"),
+                       index=s.index).mask(~from_floats)
+    if long_int_text.any():
+        exact, exact_outside = _exact_integers(np.where(long_int_text, text.to_numpy(dtype=object), 0),
+                                               long_int_text, s.index)
+        too_large |= exact_outside
+        result = result.where(~long_int_text, exact)
+    _flag(out, t, too_large, "not_convertible", spec.name, f"{spec.name} is outside the 64-bit integer range")
+    return result
+
+
+def _parse_timestamp_text(text: pd.Series) -> tuple[pd.Series, np.ndarray, np.ndarray, np.ndarray]:
+    """ISO-8601 text (a ``string`` series, NA for null) as UTC microseconds.
+
+    Returns (values, not_convertible, naive, sub_microsecond) masks. Values with an offset and
+    values without one are parsed apart: pandas 2.3, given both in one call, applies an
+    earlier value's offset to the naive ones that follow it. Naive values are read as UTC
+    (the caller refuses them unless ``assume_utc``). Values outside pandas' nanosecond range
+    (after 2262, e.g. a far scheduled resolution_date) are parsed by Python, as a Parquet
+    timestamp of that date would be read.
+    """
+    present = text.notna().to_numpy()
+    iso = present & text.str.match(_ISO_DATE_RE).fillna(False).to_numpy(dtype=bool)
+    aware = iso & text.str.contains(_AWARE_RE, regex=True).fillna(False).to_numpy(dtype=bool)
+    naive = iso & ~aware
+    parsed = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
+    for group in (aware, naive):
+        if group.any():
+            parsed[group] = pd.to_datetime(text[group], format="ISO8601", utc=True, errors="coerce")
+    sub_us = parsed.notna().to_numpy() & (parsed.dt.nanosecond.fillna(0).to_numpy() != 0)
+    values = parsed.astype("datetime64[us, UTC]")
+    for i in np.flatnonzero(iso & parsed.isna().to_numpy()):
+        try:
+            moment = datetime.fromisoformat(text.iat[i])
+        except ValueError:
+            continue
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        values.iat[i] = pd.Timestamp(moment.astimezone(timezone.utc))
+    bad = present & values.isna().to_numpy()
+    return values, bad, naive & ~bad, sub_us
 
 
 def _type_timestamp(t: TypedTable, spec: ColumnSpec, arrow_type: pa.DataType | None, assume_utc: bool,
@@ -188,14 +323,10 @@ def _type_timestamp(t: TypedTable, spec: ColumnSpec, arrow_type: pa.DataType | N
     elif arrow_type is None or pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) \
             or pa.types.is_null(arrow_type):
         text = s.astype("object").where(s.notna(), None).astype("string").str.strip()
-        parsed = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
-        bad = present & parsed.isna().to_numpy()
-        naive = present & ~bad & ~text.str.contains(_AWARE_RE, regex=True).fillna(False).to_numpy(dtype=bool)
-        sub_us = parsed.notna().to_numpy() & (parsed.dt.nanosecond.fillna(0).to_numpy() != 0)
+        values, bad, naive, sub_us = _parse_timestamp_text(text)
         _flag(out, t, bad, "not_convertible", spec.name,
               f"{spec.name} must be an ISO-8601 timestamp with Z or an offset (e.g. 2024-03-01T12:00:00Z)")
         _flag(out, t, sub_us, "not_convertible", spec.name, f"{spec.name} has sub-microsecond precision")
-        values = parsed.astype("datetime64[us, UTC]")
     else:
         _flag(out, t, present, "not_convertible", spec.name,
               f"{spec.name} must be a timestamp with a time zone, got Parquet {arrow_type}")
@@ -206,12 +337,14 @@ def _type_timestamp(t: TypedTable, spec: ColumnSpec, arrow_type: pa.DataType | N
     known = values.notna().to_numpy()
     _flag(out, t, known & (values < EARLIEST_TIMESTAMP).fillna(False).to_numpy(), "timestamp_too_early",
           spec.name, f"{spec.name} must be at or after {EARLIEST_TIMESTAMP.date()}")
-    limit = now + MAX_FUTURE
     if (t.table, spec.name) in SCHEDULED_COLUMNS:
-        t.typed[spec.name] = values
-        return
-    _flag(out, t, known & (values > limit).fillna(False).to_numpy(), "timestamp_in_future", spec.name,
-          f"{spec.name} must not be after ingest time + 1 day ({limit.isoformat()})")
+        _flag(out, t, known & (values > LATEST_SCHEDULED).fillna(False).to_numpy(), "timestamp_in_future",
+              spec.name, f"{spec.name} is a scheduled date and may be in the future, but not after "
+              f"{LATEST_SCHEDULED.isoformat()} (the latest timestamp the platform can store)")
+    else:
+        limit = now + MAX_FUTURE
+        _flag(out, t, known & (values > limit).fillna(False).to_numpy(), "timestamp_in_future", spec.name,
+              f"{spec.name} must not be after ingest time + 1 day ({limit.isoformat()})")
     t.typed[spec.name] = values
 
 
