@@ -1,11 +1,17 @@
 # Two commands for a newcomer: `make demo` and `make test`. Everything else is a helper.
 SHELL := /bin/bash
+# Every recipe line fails on the first failing command, including inside a pipeline (`cmd | tee`).
+.SHELLFLAGS := -e -o pipefail -c
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 DATA := $(or $(PM_DATA_DIR),data)
-DEMO_DIR ?= $(DATA)/raw/demo
+DEMO_DIR ?= $(or $(PM_RAW_DIR),$(DATA)/raw)/demo
+# The demo's replayed prediction log: rebuilt from scratch by every `make demo` (replay adds part files).
+REPLAY_DIR ?= $(DATA)/replayed_prediction_log
+BENCH_SCRIPTS ?= $(wildcard bench/bench_*.py)
+BENCH_RESULTS ?= bench/results
 PYTEST_ARGS ?=
 
 .PHONY: venv dev demo test lock bench docs clean help
@@ -16,6 +22,7 @@ help:
 	@echo "make lock   - recompile requirements*.txt from requirements*.in"
 	@echo "make bench  - run the benchmarks in bench/ (JSON to bench/results/)"
 	@echo "make docs   - build the Great Expectations Data Docs and serve them on a local port (printed)"
+	@echo 'make clean  - delete the data dir ($$PM_DATA_DIR, default ./data)'
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,10 +58,11 @@ demo: venv
 	$(PY) -m ingestion ingest $(DEMO_DIR)/batch-004
 	$(PY) -m features materialize --start $(DEMO_DRIFT)T00:00:00Z --end $(DEMO_END)T00:00:00Z
 	$(PY) -m scripts.demo_serving
+	rm -rf $(REPLAY_DIR)
 	$(PY) -m monitoring replay --start $(DEMO_DRIFT)T00:00:00+00:00 --end $(DEMO_END)T00:00:00+00:00 \
-		--log-dir $(DATA)/replayed_prediction_log --model champion
+		--log-dir $(REPLAY_DIR) --model champion
 	$(PY) -m monitoring run --window 122d --end $(DEMO_END)T00:00:00+00:00 \
-		--log-dir $(DATA)/replayed_prediction_log --model-version champion
+		--log-dir $(REPLAY_DIR) --model-version champion
 	$(PY) -m ingestion show
 
 test: dev
@@ -64,12 +72,21 @@ lock: venv
 	$(UV) pip compile requirements.in -o requirements.txt --python-version 3.11 --no-header -q
 	$(UV) pip compile requirements-dev.in -o requirements-dev.txt --python-version 3.11 --no-header -q
 
+# Each result is written to a temp file and renamed only if its benchmark succeeded; the first failing
+# benchmark fails `make bench` (pipefail) and leaves no result file behind.
 bench: dev
-	mkdir -p bench/results
-	for s in bench/bench_*.py; do $(PY) $$s | tee bench/results/$$(basename $$s .py).json; done
+	mkdir -p $(BENCH_RESULTS)
+	for s in $(BENCH_SCRIPTS); do \
+		out=$(BENCH_RESULTS)/$$(basename $$s .py).json; \
+		if $(PY) $$s | tee $$out.tmp; then mv $$out.tmp $$out; \
+		else rm -f $$out.tmp; echo "make bench: $$s failed" >&2; exit 1; fi; \
+	done
 
 docs: venv
 	$(PY) -m validation docs --serve
 
+# Removes the data dir the platform uses ($$PM_DATA_DIR, default ./data), refusing /, $$HOME and the checkout.
 clean:
-	rm -rf data
+	@d=$$(realpath -m -- '$(DATA)'); \
+	case "$$d" in /|"$$HOME"|"$$(pwd -P)") echo "make clean: refusing to delete $$d" >&2; exit 1;; esac; \
+	echo "rm -rf $$d"; rm -rf -- "$$d"

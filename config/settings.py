@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
@@ -27,26 +28,54 @@ def _path(env: Mapping[str, str], name: str, default: Path) -> Path:
     return Path(value).expanduser().resolve() if value else default
 
 
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = env.get(name)
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r} is not an integer") from None
+
+
+# sqlite:///relative/path.db (three slashes, then no fourth): SQLAlchemy and MLflow open the path relative
+# to the process's current directory, and `feast` runs with cwd=feature_repo/. `sqlite:////abs.db`,
+# `sqlite://` and `sqlite:///:memory:` are left alone.
+_RELATIVE_SQLITE = re.compile(r"^(sqlite(?:\+\w+)?:///)(?!/)(?!:memory:)([^?]+)(\?.*)?$")
+
+
+def _sqlite_uri(env: Mapping[str, str], name: str, default: str) -> str:
+    """The URI in `name` (or `default`), a relative SQLite path made absolute against the current directory."""
+    value = env.get(name)
+    if not value:
+        return default
+    m = _RELATIVE_SQLITE.match(value)
+    if not m:
+        return value
+    prefix, path, query = m.groups()
+    return f"{prefix}{Path(path).expanduser().resolve()}{query or ''}"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Resolved configuration. Build it with :func:`get_settings` or :meth:`from_env`."""
 
     data_dir: Path = field(metadata={"env": "PM_DATA_DIR", "doc": "Root of all local state (raw batches, stores, logs)."})
-    raw_dir: Path = field(metadata={"env": "PM_RAW_DIR", "doc": "Where generated / delivered raw batches are written."})
+    raw_dir: Path = field(metadata={"env": "PM_RAW_DIR", "doc": "Where `make demo` writes its generated batches (`$PM_RAW_DIR/demo`). No command reads it: `python -m ingestion generate` needs `--out`, `ingest` a batch directory."})
     offline_store_dir: Path = field(metadata={"env": "PM_OFFLINE_STORE_DIR", "doc": "Parquet offline store written by ingestion and read by Feast."})
     quarantine_dir: Path = field(metadata={"env": "PM_QUARANTINE_DIR", "doc": "Refused batches, copied whole with a `_reason.json`."})
     feature_repo_dir: Path = field(metadata={"env": "PM_FEATURE_REPO_DIR", "doc": "The Feast feature repository (definitions as code)."})
-    feast_registry_uri: str = field(metadata={"env": "PM_FEAST_REGISTRY_URI", "doc": "Feast SQL registry (SQLAlchemy URL): SQLite file by default, `postgresql+psycopg2://...` in production."})
+    feast_registry_uri: str = field(metadata={"env": "PM_FEAST_REGISTRY_URI", "doc": "Feast SQL registry (SQLAlchemy URL): SQLite file by default, `postgresql+psycopg2://...` in production. A relative `sqlite:///path` is made absolute against the current directory."})
     online_store_type: str = field(metadata={"env": "PM_ONLINE_STORE_TYPE", "doc": "`sqlite` (embedded, default) or `redis`."})
     online_sqlite_path: Path = field(metadata={"env": "PM_ONLINE_SQLITE_PATH", "doc": "SQLite online store file when `PM_ONLINE_STORE_TYPE=sqlite`."})
     redis_host: str = field(metadata={"env": "PM_REDIS_HOST", "doc": "Redis host for the online store."})
     redis_port: int = field(metadata={"env": "PM_REDIS_PORT", "doc": "Redis port for the online store."})
     redis_db: int = field(metadata={"env": "PM_REDIS_DB", "doc": "Redis logical database number."})
     redis_password: str = field(metadata={"env": "PM_REDIS_PASSWORD", "doc": "Redis password (empty: none; no commas: Feast's connection string cannot carry one). A secret: never logged."})
-    mlflow_tracking_uri: str = field(metadata={"env": "MLFLOW_TRACKING_URI", "doc": "MLflow tracking + registry store (`sqlite:///...` locally; file stores are refused by MLflow 3)."})
+    mlflow_tracking_uri: str = field(metadata={"env": "MLFLOW_TRACKING_URI", "doc": "MLflow tracking + registry store (`sqlite:///...` locally; file stores are refused by MLflow 3). A relative `sqlite:///path` is made absolute against the current directory."})
     mlflow_artifact_root: Path = field(metadata={"env": "PM_MLFLOW_ARTIFACT_ROOT", "doc": "Where MLflow stores run artifacts and models."})
     model_name: str = field(metadata={"env": "PM_MODEL_NAME", "doc": "Registered model name in the MLflow registry."})
-    airflow_home: Path = field(metadata={"env": "AIRFLOW_HOME", "doc": "Airflow home (metadata DB, logs)."})
+    airflow_home: Path = field(metadata={"env": "AIRFLOW_HOME", "doc": "Airflow home (metadata DB, logs). Read by Airflow itself, and only when exported (as in Airflow above): unexported, Airflow uses `~/airflow`. No platform command hands it to Airflow (the DAG tests export it)."})
     gx_dir: Path = field(metadata={"env": "PM_GX_DIR", "doc": "Great Expectations file project (committed config)."})
     reports_dir: Path = field(metadata={"env": "PM_REPORTS_DIR", "doc": "Monitoring and evaluation reports."})
     prediction_log_dir: Path = field(metadata={"env": "PM_PREDICTION_LOG_DIR", "doc": "Date-partitioned Parquet log of every served prediction."})
@@ -66,14 +95,14 @@ class Settings:
             offline_store_dir=_path(env, "PM_OFFLINE_STORE_DIR", data_dir / "offline"),
             quarantine_dir=_path(env, "PM_QUARANTINE_DIR", data_dir / "quarantine"),
             feature_repo_dir=_path(env, "PM_FEATURE_REPO_DIR", REPO_ROOT / "feature_repo"),
-            feast_registry_uri=env.get("PM_FEAST_REGISTRY_URI") or f"sqlite:///{data_dir / 'feast_registry.db'}",
+            feast_registry_uri=_sqlite_uri(env, "PM_FEAST_REGISTRY_URI", f"sqlite:///{data_dir / 'feast_registry.db'}"),
             online_store_type=(env.get("PM_ONLINE_STORE_TYPE") or "sqlite").lower(),
             online_sqlite_path=_path(env, "PM_ONLINE_SQLITE_PATH", data_dir / "online_store.db"),
             redis_host=env.get("PM_REDIS_HOST") or "127.0.0.1",
-            redis_port=int(env.get("PM_REDIS_PORT") or 6379),
-            redis_db=int(env.get("PM_REDIS_DB") or 0),
+            redis_port=_int(env, "PM_REDIS_PORT", 6379),
+            redis_db=_int(env, "PM_REDIS_DB", 0),
             redis_password=env.get("PM_REDIS_PASSWORD") or "",
-            mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{data_dir / 'mlflow.db'}",
+            mlflow_tracking_uri=_sqlite_uri(env, "MLFLOW_TRACKING_URI", f"sqlite:///{data_dir / 'mlflow.db'}"),
             mlflow_artifact_root=_path(env, "PM_MLFLOW_ARTIFACT_ROOT", data_dir / "mlartifacts"),
             model_name=env.get("PM_MODEL_NAME") or "market_forecaster",
             airflow_home=_path(env, "AIRFLOW_HOME", data_dir / "airflow"),
@@ -81,10 +110,10 @@ class Settings:
             reports_dir=_path(env, "PM_REPORTS_DIR", data_dir / "reports"),
             prediction_log_dir=_path(env, "PM_PREDICTION_LOG_DIR", data_dir / "prediction_log"),
             serving_host=env.get("PM_SERVING_HOST") or "127.0.0.1",
-            serving_port=int(env.get("PM_SERVING_PORT") or 8000),
+            serving_port=_int(env, "PM_SERVING_PORT", 8000),
             serving_options=env.get("PM_SERVING_OPTIONS") or "",
             admin_token=env.get("PM_ADMIN_TOKEN") or "",
-            docs_port=int(env.get("PM_DOCS_PORT") or 8765),
+            docs_port=_int(env, "PM_DOCS_PORT", 8765),
         )
 
     @property

@@ -2,9 +2,10 @@
 
 Import path: `feast apply` imports this file with only this directory appended to sys.path, not the
 project root, so `config` is not importable there by default. We append the project root (this
-directory's parent) at the END of sys.path: putting it first (e.g. PYTHONPATH) would make the
-project's `features` package shadow this repo's `features.py`. In-process callers (features.store)
-already have the project on sys.path and take the first branch.
+directory's parent) at the END of sys.path. With the project root already on sys.path (in-process
+callers, or PYTHONPATH=$PWD as the Airflow setup exports), the first branch is taken; that is safe
+because no module of this directory shares a name with a project package (feature views live in
+`feature_views.py`, not `features.py`, which the project's `features` package would shadow).
 """
 
 import sys

@@ -3,7 +3,7 @@
 from feast import FeatureService
 
 from entities import OWNER
-from features import market_info, poll_features, price_features
+from feature_views import market_info, poll_features, price_features
 from on_demand import market_derived
 
 market_forecaster_v1 = FeatureService(

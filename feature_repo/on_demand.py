@@ -10,7 +10,7 @@ from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Float64, UnixTimestamp
 
 from entities import OWNER
-from features import market_info, poll_features, price_features
+from feature_views import market_info, poll_features, price_features
 
 prediction_request = RequestSource(
     name="prediction_request",
@@ -23,7 +23,7 @@ prediction_request = RequestSource(
 
 DERIVED_FEATURES = {
     "poll_market_spread": "poll_average - price (null without a poll or a price).",
-    "poll_market_ratio": "poll_average / price (null when price is 0 or missing).",
+    "poll_market_ratio": "poll_average / price (null when price is 0 or missing, or the ratio overflows).",
     "days_to_resolution": "Days from request_ts to the scheduled resolution_date (0 once past it).",
     "log_days_to_resolution": "log(1 + days_to_resolution).",
     "resolution_urgency": "1 / (1 + days_to_resolution), in (0, 1].",
@@ -67,7 +67,7 @@ def market_derived(inputs: dict) -> dict:
         if value is None:
             return None
         value = float(value)
-        return None if math.isnan(value) else value
+        return value if math.isfinite(value) else None
 
     out = {"poll_market_spread": [], "poll_market_ratio": [], "days_to_resolution": [],
            "log_days_to_resolution": [], "resolution_urgency": []}
@@ -77,6 +77,8 @@ def market_derived(inputs: dict) -> dict:
         price, poll = number(price), number(poll)
         spread = poll - price if price is not None and poll is not None else None
         ratio = poll / price if spread is not None and price > 0 else None
+        if ratio is not None and not math.isfinite(ratio):  # a price near 0 (e.g. 5e-324) overflows
+            ratio = None
         resolution_s, request_s = epoch_seconds(resolution), epoch_seconds(request_ts)
         if resolution_s is None or request_s is None:
             days = log_days = urgency = None

@@ -23,10 +23,13 @@ def _when(value: str) -> datetime:
 def env() -> None:
     """Print `export` lines for the Feast CLI: eval "$(python -m features env)"; cd feature_repo; feast apply."""
     from config.settings import get_settings
-    from features.store import feast_yaml_env
+    from features.store import ensure_local_dirs, feast_yaml_env
 
+    settings = get_settings()
+    # The `feast` CLI opens the SQLite registry / online store files but cannot create their directories.
+    ensure_local_dirs(settings)
     # Only the yaml's own variables: everything else the repo reads comes from the same shell environment.
-    for name, value in sorted(feast_yaml_env(get_settings()).items()):
+    for name, value in sorted(feast_yaml_env(settings).items()):
         typer.echo(f"export {name}={shlex.quote(value)}")
 
 

@@ -26,6 +26,7 @@ TABLE = "price_features"
 PRICE_COLUMNS = ["price", "volume_24h", "price_change_1d", "price_change_7d", "price_volatility_7d",
                  "price_volatility_30d", "volume_mean_7d"]
 REQUIRED = ["market_id", "ts", *PRICE_COLUMNS]
+NON_NEGATIVE_COLUMNS = ("volume_24h", "volume_mean_7d", "price_volatility_7d", "price_volatility_30d")
 
 
 def _validate(ticks: pd.DataFrame) -> pd.DataFrame:
@@ -45,6 +46,19 @@ def _validate(ticks: pd.DataFrame) -> pd.DataFrame:
     if out_of_range.any():
         raise ValueError(f"price ticks: {int(out_of_range.sum())} price(s) outside [0, 1] "
                          f"(e.g. index {list(ticks.index[out_of_range][:5])})")
+    # Same rules as ingested snapshots (and the training-set suite): nothing infinite, no negative volume or spread.
+    for col in PRICE_COLUMNS:
+        values = pd.to_numeric(ticks[col], errors="coerce").astype("float64")
+        if not ticks[col].isna().equals(values.isna()):
+            raise ValueError(f"price ticks: `{col}` holds values that are not numbers")
+        infinite = values.abs() == float("inf")
+        if infinite.any():
+            raise ValueError(f"price ticks: {int(infinite.sum())} infinite value(s) in `{col}` "
+                             f"(e.g. index {list(ticks.index[infinite][:5])})")
+        if col in NON_NEGATIVE_COLUMNS and (values < 0).any():
+            negative = values < 0
+            raise ValueError(f"price ticks: {int(negative.sum())} negative value(s) in `{col}`, which is at least 0 "
+                             f"(e.g. index {list(ticks.index[negative][:5])})")
     dup = ticks.duplicated(["market_id", "ts"])
     if dup.any():
         raise ValueError(f"price ticks: {int(dup.sum())} duplicate (market_id, ts) row(s)")

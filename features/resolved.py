@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from feast.feature_view import FeatureView
 
 MARKER_VIEW = "market_resolution"
-# feature_repo/features.py tags label views (the marker view) so: they are written here, never
+# feature_repo/feature_views.py tags label views (the marker view) so: they are written here, never
 # materialized by features.materialize, never part of a FeatureService.
 LABEL_TAG = ("role", "label")
 # Rows per marker write, like materialization.online_write_batch_size in feature_store.yaml.

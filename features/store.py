@@ -102,14 +102,21 @@ def get_store(settings: Settings | None = None) -> "FeatureStore":
     from feast import FeatureStore
 
     settings = settings or get_settings()
-    _ensure_local_dirs(settings)
+    ensure_local_dirs(settings)
     return FeatureStore(repo_path=str(settings.feature_repo_dir), config=repo_config(settings))
 
 
-def _ensure_local_dirs(settings: Settings) -> None:
+def ensure_local_dirs(settings: Settings) -> None:
+    """Create the directories of the SQLite registry and online store (SQLite cannot create them).
+
+    Called before any Feast use, including `python -m features env`, so that the documented
+    `eval "$(python -m features env)"; cd feature_repo; feast apply` works on a fresh clone.
+    """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.feast_registry_uri.startswith("sqlite:///"):
-        Path(settings.feast_registry_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        path = settings.feast_registry_uri.removeprefix("sqlite:///").split("?", 1)[0]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
     if settings.online_store_type == "sqlite":
         settings.online_sqlite_path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -143,11 +150,13 @@ def feast_executable() -> str:
 def run_feast_cli(args: list[str], settings: Settings | None = None, timeout: float = 600) -> str:
     """Run the real `feast` CLI in the feature repo with this settings' environment; return its stdout.
 
-    A subprocess, not feast's in-process apply: `feast apply` imports feature_repo/features.py as the
-    top-level module `features`, which in this process is already this package.
+    A subprocess, not feast's in-process apply: `feast apply` chdirs into the repo, appends it to
+    sys.path and imports its files as top-level modules (`entities`, `feature_views`, ...), which would
+    stay cached in this process's sys.modules. The child inherits os.environ (PYTHONPATH included:
+    feature_repo/ module names must not collide with the project's packages, a test checks it).
     """
     settings = settings or get_settings()
-    _ensure_local_dirs(settings)
+    ensure_local_dirs(settings)
     env = {**os.environ, **cli_env(settings)}
     proc = subprocess.run([feast_executable(), *args], cwd=settings.feature_repo_dir, env=env,
                           capture_output=True, text=True, timeout=timeout)

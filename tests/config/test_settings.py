@@ -68,3 +68,30 @@ def test_paths_derive_from_data_dir(tmp_path: Path):
               s.airflow_home, s.reports_dir, s.prediction_log_dir):
         assert tmp_path in p.parents
     assert str(tmp_path) in s.mlflow_tracking_uri and str(tmp_path) in s.feast_registry_uri
+
+
+@pytest.mark.parametrize("var", ["PM_REDIS_PORT", "PM_REDIS_DB", "PM_SERVING_PORT", "PM_DOCS_PORT"])
+def test_a_bad_integer_names_its_variable_and_value(var):
+    with pytest.raises(ValueError, match=rf"^{var}='80OO' is not an integer$"):
+        Settings.from_env({var: "80OO"})
+
+
+@pytest.mark.parametrize("var, attr", [("PM_FEAST_REGISTRY_URI", "feast_registry_uri"),
+                                       ("MLFLOW_TRACKING_URI", "mlflow_tracking_uri")])
+def test_relative_sqlite_uri_is_made_absolute_against_the_current_dir(tmp_path: Path, monkeypatch, var, attr):
+    """`feast` runs with cwd=feature_repo/: a relative SQLite path must not mean a different file there."""
+    monkeypatch.chdir(tmp_path)
+    cases = {
+        "sqlite:///./data/reg.db": f"sqlite:///{tmp_path}/data/reg.db",  # the README table's form
+        "sqlite:///data/reg.db?timeout=5": f"sqlite:///{tmp_path}/data/reg.db?timeout=5",
+        "sqlite+pysqlite:///reg.db": f"sqlite+pysqlite:///{tmp_path}/reg.db",
+        f"sqlite:///{tmp_path}/abs.db": f"sqlite:///{tmp_path}/abs.db",  # absolute: four slashes, unchanged
+        "sqlite:///:memory:": "sqlite:///:memory:",
+        "postgresql+psycopg2://u:p@h:5432/db": "postgresql+psycopg2://u:p@h:5432/db",
+    }
+    for given, expected in cases.items():
+        assert getattr(Settings.from_env({var: given}), attr) == expected, given
+    # The README's default column, set explicitly from the checkout, is exactly the default.
+    monkeypatch.chdir(REPO_ROOT)
+    defaults = dict((env, default) for env, default, _ in describe())
+    assert getattr(Settings.from_env({var: defaults[var]}), attr) == getattr(Settings.from_env({}), attr)

@@ -169,3 +169,27 @@ def test_resolved_markets_stop_being_served(fork, request, online):
     status = result.status.set_index("market_id")
     assert (status.loc["pit_late", ["price", "event_type", "platform"]] == "NOT_FOUND").all()
     assert status.loc["pit_corr", "price"] == "PRESENT"
+
+
+@pytest.mark.parametrize("column,value,message", [
+    ("volume_24h", float("inf"), "infinite value"),
+    ("price_change_1d", float("-inf"), "infinite value"),
+    ("volume_24h", -5.0, "negative value"),
+    ("price_volatility_7d", -0.1, "negative value"),
+])
+def test_push_refuses_values_ingestion_would_refuse(fork, column, value, message):
+    """An infinite feature would reach the online store and every prediction for that market."""
+    settings = fork("sqlite")
+    bad = scenario.prices("push_m", ["2024-01-12"], 0.5, **{column: value})
+    with pytest.raises(ValueError, match=f"{message}.*`{column}`"):
+        push_price_ticks(bad, settings=settings)
+
+
+def test_poll_market_ratio_is_null_rather_than_infinite(applied_repo):
+    """A price near 0 (valid: in [0, 1]) must not overflow poll / price to inf."""
+    udf = get_store(applied_repo.settings).get_on_demand_feature_view("market_derived").feature_transformation.udf
+    request_ts = pd.Timestamp("2024-01-12", tz="UTC").to_pydatetime()
+    out = udf({"price": [5e-324, 0.5, float("inf")], "poll_average": [0.5, 0.4, 0.5],
+               "resolution_date": [request_ts] * 3, "request_ts": [request_ts] * 3})
+    assert out["poll_market_ratio"] == [None, 0.8, None]
+    assert out["poll_market_spread"][:2] == [0.5 - 5e-324, 0.4 - 0.5] and out["poll_market_spread"][2] is None

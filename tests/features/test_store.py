@@ -14,11 +14,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from config.settings import REPO_ROOT, Settings
+from config.settings import REPO_ROOT, Settings, get_settings
 from features.cli import app
 from features.materialize import materialize
 from features.retrieve import historical_features
-from features.store import apply, feast_yaml_env, get_store, render_yaml, repo_config, settings_env
+from features.store import (apply, feast_executable, feast_yaml_env, get_store, render_yaml, repo_config,
+                            settings_env)
 from tests.features import scenario
 from tests.feast_project import copy_feature_repo
 from tests.features.conftest import settings_for
@@ -93,6 +94,75 @@ def test_env_command_prints_what_feast_expandvars_needs(settings: Settings):
     for name, value in exported.items():
         text = text.replace("${" + name + "}", value)
     assert yaml.safe_load(text)["online_store"] == {"type": "sqlite", "path": str(settings.online_sqlite_path)}
+
+
+def _env_without_settings(**extra: str) -> dict[str, str]:
+    """os.environ without platform settings or PYTHONPATH (tests' own must not leak into a child process)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PM_", "MLFLOW_")) and k not in ("AIRFLOW_HOME", "PYTHONPATH")}
+    return {**env, **extra}
+
+
+def test_feature_repo_module_names_are_not_shadowed_by_the_project():
+    """`feast apply` imports feature_repo/*.py as top-level modules, with feature_repo/ LAST on sys.path:
+    with the project on PYTHONPATH (README's Airflow setup), a project package of the same name wins."""
+    names = sorted(p.stem for p in (REPO_ROOT / "feature_repo").glob("*.py"))
+    assert "feature_views" in names and "features" not in names
+    probe = ("import importlib.util, json, sys; "
+             "print(json.dumps({n: getattr(importlib.util.find_spec(n), 'origin', None) for n in sys.argv[1:]}))")
+    env = _env_without_settings(PYTHONPATH=f"{REPO_ROOT}:{REPO_ROOT / 'dags'}")
+    out = subprocess.run([sys.executable, "-c", probe, *names], cwd="/", env=env, capture_output=True, text=True,
+                         check=True)
+    shadowed = {name: origin for name, origin in json.loads(out.stdout).items() if origin is not None}
+    assert not shadowed, f"feature_repo modules shadowed by other importable modules: {shadowed}"
+
+
+def test_env_command_creates_the_local_dirs_the_feast_cli_cannot(tmp_path, monkeypatch):
+    """On a fresh clone data/ does not exist; SQLite (registry, online store) cannot create directories."""
+    data = tmp_path / "fresh" / "data"
+    monkeypatch.setenv("PM_DATA_DIR", str(data))
+    monkeypatch.setenv("PM_ONLINE_SQLITE_PATH", str(tmp_path / "fresh" / "online" / "online_store.db"))
+    for var in ("PM_FEAST_REGISTRY_URI", "PM_ONLINE_STORE_TYPE"):
+        monkeypatch.delenv(var, raising=False)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["env"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert data.is_dir() and (tmp_path / "fresh" / "online").is_dir()
+
+
+@pytest.mark.slow
+def test_documented_feast_cli_flow_on_a_fresh_data_dir(tmp_path):
+    """README / this doc: eval "$(python -m features env)"; cd feature_repo; feast apply, with no data/ yet."""
+    repo = copy_feature_repo(tmp_path / "proj")
+    data = tmp_path / "proj" / "data"
+    env = _env_without_settings(PM_DATA_DIR=str(data), PM_FEATURE_REPO_DIR=str(repo))
+    script = f'eval "$({shlex.quote(sys.executable)} -m features env)" && cd {shlex.quote(str(repo))} && ' \
+             f'{shlex.quote(feast_executable())} apply'
+    proc = subprocess.run(["bash", "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Created feature service market_forecaster_v1" in proc.stdout
+    assert (data / "feast_registry.db").is_file()
+
+
+@pytest.mark.slow
+def test_features_apply_with_the_project_on_pythonpath_and_a_relative_sqlite_registry(tmp_path):
+    """README's Airflow setup exports PYTHONPATH=$PWD:$PWD/dags, which the `feast` child inherits; the README's
+    settings table shows the registry as sqlite:///./data/feast_registry.db, relative to where you run."""
+    project = tmp_path / "proj"
+    repo = copy_feature_repo(project)
+    env = _env_without_settings(PYTHONPATH=f"{REPO_ROOT}:{REPO_ROOT / 'dags'}", PM_DATA_DIR="data",
+                                PM_FEATURE_REPO_DIR=str(repo),
+                                PM_FEAST_REGISTRY_URI="sqlite:///./data/feast_registry.db")
+    proc = subprocess.run([sys.executable, "-m", "features", "apply"], cwd=project, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Created feature service market_forecaster_v1" in proc.stdout
+    assert (project / "data" / "feast_registry.db").is_file()
+    assert not (repo / "data").exists(), "the registry was opened relative to feature_repo/"
 
 
 def test_cli_help_lists_commands():
