@@ -12,6 +12,20 @@ app = typer.Typer(help="Drift and performance monitoring of the served model aga
                   no_args_is_help=True, add_completion=False)
 
 
+def _expected_errors() -> tuple[type[Exception], ...]:
+    """Errors that mean bad input or state (no champion, bad profile, naive --end, bad log),
+    reported as one line rather than a traceback; anything else is a bug and keeps its traceback."""
+    from training.registry import RegistryError
+
+    # ProfileError, PredictionLogError, OutcomeError and the window/--end checks are ValueErrors.
+    return (RegistryError, ValueError)
+
+
+def _fail(exc: Exception) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(code=1)
+
+
 @app.callback()
 def main() -> None:
     """Drift and performance monitoring of the served model against its reference profile."""
@@ -22,7 +36,9 @@ def run(
     window: str = typer.Option("7d", help="Window length before --end: e.g. 7d, 24h, 2w."),
     end: Optional[str] = typer.Option(None, help="Window end, ISO-8601 with offset (default: now)."),
     log_dir: Optional[Path] = typer.Option(None, help="Prediction log dir (default: settings.prediction_log_dir)."),
-    reference: Optional[Path] = typer.Option(None, help="A reference_profile.json file."),
+    reference: Optional[Path] = typer.Option(
+        None, help="A reference_profile.json file. Training's profiles record no model version: give "
+                   "--model-version too, or a window holding several versions is refused."),
     model_version: Optional[str] = typer.Option(
         None, help="Registered model version or alias whose reference_profile.json artifact to use "
                    "(default when --reference is not given: champion)."),
@@ -40,9 +56,12 @@ def run(
     from config.settings import get_settings
     from monitoring.run import execute_run
 
-    outputs = execute_run(get_settings(), window=window, end=datetime.fromisoformat(end) if end else None,
-                          log_dir=log_dir, reference=reference, model_version=model_version, roles=role,
-                          log_to_mlflow=mlflow, feature_service=feature_service)
+    try:
+        outputs = execute_run(get_settings(), window=window, end=datetime.fromisoformat(end) if end else None,
+                              log_dir=log_dir, reference=reference, model_version=model_version, roles=role,
+                              log_to_mlflow=mlflow, feature_service=feature_service)
+    except _expected_errors() as exc:
+        _fail(exc)
     typer.echo(outputs.to_text())
     from monitoring.drift import SEVERITY_RANK
 
@@ -62,8 +81,11 @@ def replay(
     from config.settings import get_settings
     from monitoring.replay import replay_predictions
 
-    summary = replay_predictions(get_settings(), datetime.fromisoformat(start), datetime.fromisoformat(end),
-                                 log_dir, model=model, every=every)
+    try:
+        summary = replay_predictions(get_settings(), datetime.fromisoformat(start), datetime.fromisoformat(end),
+                                     log_dir, model=model, every=every)
+    except _expected_errors() as exc:
+        _fail(exc)
     typer.echo(summary.to_text())
 
 

@@ -115,7 +115,8 @@ def run_monitoring(settings: "Settings", profile: dict[str, Any], window: timede
 
     Only rows of the monitored model are scored: ``model_role`` in ``roles``, ``source`` in
     ``sources`` (fallbacks and market-price answers are not the model's), and ``model_version``
-    if given. The counts of every (role, source, version) are kept in the result.
+    if given. The counts of every (role, source, version) are kept in the result. Without
+    ``model_version``, a window holding several versions is refused (ValueError).
 
     With ``feature_service``, the Feast checks run too (features.retrieve): online freshness and
     training-serving skew for the window's markets, both at the window end.
@@ -134,6 +135,14 @@ def run_monitoring(settings: "Settings", profile: dict[str, Any], window: timede
         if model_version is not None:
             keep &= df["model_version"].astype(str) == str(model_version)
         df = df[keep].reset_index(drop=True)
+        versions = sorted(df["model_version"].astype(str).unique())
+        if model_version is None and len(versions) > 1:
+            # One profile describes one model: scoring several versions against it would call
+            # a change of model drift (and hide drift of either). Training's profiles carry no
+            # version (sealed in the model artifact before the version number exists).
+            raise ValueError(f"the window {start.isoformat()} .. {end.isoformat()} holds predictions of model "
+                             f"versions {versions} (roles {list(roles)}) and neither --model-version nor the "
+                             "reference profile says which one to monitor; give --model-version")
     outcomes = load_outcomes(settings.offline_store_dir) if (settings.offline_store_dir / "markets").is_dir() else None
     result = compute(df, profile, start, end, outcomes, thresholds, model_name, model_version, counts)
     if feature_service is not None and len(df):
@@ -154,8 +163,9 @@ def execute_run(settings: "Settings", window: str, end: datetime | None = None, 
     """The CLI's run: resolve the reference profile (a file, or a registered version / alias), then monitor.
 
     With a file, rows are restricted to ``model_version`` if given, else to the profile's own
-    ``model_version`` if it records one. With a registry reference (default ``champion``), rows are
-    restricted to the resolved version.
+    ``model_version`` if it records one (training's profiles do not); with neither, a window
+    holding several model versions is refused. With a registry reference (default ``champion``),
+    rows are restricted to the resolved version.
     """
     from monitoring.prediction_log import parse_window
     from monitoring.reference import load_profile

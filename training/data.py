@@ -130,28 +130,68 @@ def build_entity_frame(markets: pd.DataFrame, price_features: pd.DataFrame,
     return entities.sort_values(ENTITY_COLUMNS, kind="mergesort").reset_index(drop=True)
 
 
+# Offline tables Feast joins features from, with their event-time column.
+FEATURE_TABLES = {"price_features": "ts", "poll_features": "ts", "market_info": "event_ts"}
+# The ones joined to the entity rows beside price_features (whose batch is each row's price_batch_id).
+JOINED_TABLES = ("poll_features", "market_info")
+
+
+def read_feature_tables(offline_dir: Path, tables=tuple(FEATURE_TABLES)) -> dict[str, pd.DataFrame]:
+    """The committed rows of each feature table that has any (a store may have no polls)."""
+    out = {}
+    for table in tables:
+        try:
+            out[table] = read_offline_table(offline_dir, table)
+        except TrainingSetError:
+            continue
+    return out
+
+
+def joined_batch_ids(table: pd.DataFrame, ts_col: str, entities: pd.DataFrame, as_of: pd.Timestamp) -> set[str]:
+    """Batch ids of the rows of ``table`` a point-in-time join gives the entity rows: per
+    (market_id, ts) the newest row with event time <= ts (newest ingested_at on ties) published by
+    ``as_of``. The feature view's TTL is not applied, so a batch whose row was too old to be joined
+    may be listed: lineage errs on the side of more batches, never fewer."""
+    rows = table[(table["ingested_at"] <= as_of) & table["market_id"].isin(entities["market_id"].unique())]
+    if rows.empty:
+        return set()
+    right = (rows[["market_id", ts_col, "ingested_at", "batch_id"]].rename(columns={ts_col: "ts"})
+             .astype({"ts": "datetime64[ns, UTC]"}).sort_values(["ts", "ingested_at"], kind="mergesort"))
+    left = (entities[["market_id", "ts"]].astype({"ts": "datetime64[ns, UTC]"})
+            .sort_values("ts", kind="mergesort"))
+    # backward merge_asof takes the last right row with ts <= the entity ts: the newest ingested_at.
+    joined = pd.merge_asof(left, right[["market_id", "ts", "batch_id"]], on="ts", by="market_id",
+                           direction="backward")
+    return set(joined["batch_id"].dropna().astype(str))
+
+
 def raw_batch_ids(markets: pd.DataFrame, price_features: pd.DataFrame, entities: pd.DataFrame,
-                  as_of: pd.Timestamp) -> list[str]:
-    """Batch ids that the training set's labels and entity rows were read from."""
+                  as_of: pd.Timestamp, joined_tables: dict[str, pd.DataFrame] | None = None) -> list[str]:
+    """Batch ids that the training set's labels, entity rows and (given ``joined_tables``, e.g.
+    poll_features / market_info) joined feature rows were read from."""
     current = markets_as_of(markets, as_of)
     used = set(current.loc[current["market_id"].isin(entities["market_id"].unique()), "batch_id"])
     used |= set(entities["price_batch_id"].unique())
+    for table, frame in (joined_tables or {}).items():
+        used |= joined_batch_ids(frame, FEATURE_TABLES[table], entities, as_of)
     return sorted(str(b) for b in used)
 
 
-def late_rows(offline_dir: Path, market_ids: set, as_of: pd.Timestamp) -> dict[str, int]:
+def late_rows(offline_dir: Path, market_ids: set, as_of: pd.Timestamp,
+              tables: dict[str, pd.DataFrame] | None = None) -> dict[str, int]:
     """Rows of these markets that Feast's point-in-time join could use for an ``as_of`` rebuild
     although they were published after ``as_of`` (event time <= as_of < ingested_at).
 
     Feast joins on event time only; when this is non-zero, features are retrieved from the
-    publication-time view (training/asof_view.py), which leaves these rows out.
+    publication-time view (training/asof_view.py), which leaves these rows out. ``tables``:
+    already-read feature tables (read_feature_tables), else they are read here.
     """
     counts = {}
-    for table, ts_col in (("price_features", "ts"), ("poll_features", "ts"), ("market_info", "event_ts")):
-        try:
-            frame = read_offline_table(offline_dir, table)
-        except TrainingSetError:
+    tables = read_feature_tables(offline_dir) if tables is None else tables
+    for table, ts_col in FEATURE_TABLES.items():
+        if table not in tables:
             continue
+        frame = tables[table]
         late = frame["market_id"].isin(market_ids) & (frame[ts_col] <= as_of) & (frame["ingested_at"] > as_of)
         counts[table] = int(late.sum())
     return counts
@@ -296,13 +336,15 @@ def build_training_set(settings: "Settings", as_of: str | pd.Timestamp | None = 
     if entities.empty:
         raise TrainingSetError(f"no training examples as of {as_of_ts}: no resolved market with snapshots "
                                f"before its resolution in {settings.offline_store_dir}")
-    late = late_rows(settings.offline_store_dir, set(entities["market_id"]), as_of_ts)
+    tables = {"price_features": prices, **read_feature_tables(settings.offline_store_dir, JOINED_TABLES)}
+    late = late_rows(settings.offline_store_dir, set(entities["market_id"]), as_of_ts, tables)
     retrieved, view = retrieve_as_of(entities[ENTITY_COLUMNS].copy(), feature_service, settings, as_of_ts,
                                      late, retriever)
     frame, feature_names = assemble(entities, retrieved)
     validation = validate_training_set(frame, f"training_set@{as_of_ts.isoformat()}", run_gx=run_gx,
                                        settings=settings)
-    batch_ids = raw_batch_ids(markets, prices, entities, as_of_ts)
+    batch_ids = raw_batch_ids(markets, prices, entities, as_of_ts,
+                              {t: tables[t] for t in JOINED_TABLES if t in tables})
     validation["late_rows_after_as_of"] = late
     validation["publication_time_view"] = view
     validation["as_of_exact"] = view["used"] or not any(late.values())

@@ -34,13 +34,24 @@ class ModelSpec:
     # Fit on at most this many evenly spaced snapshots per market (None: all). Long markets
     # have hundreds of near-duplicate rows that let trees isolate one market and learn its outcome.
     max_rows_per_market: int | None = 10
+    # Put the code's default classifier params (DEFAULT_PARAMS) under ``params``. A spec read back
+    # from a recorded training config has False: its params are already the complete effective
+    # set, so a later change of the code defaults cannot change a reproduced model.
+    merge_defaults: bool = True
+
+    def effective_params(self) -> dict:
+        """The classifier's keyword arguments: the code defaults of ``kind`` overridden by ``params``."""
+        if self.kind not in DEFAULT_PARAMS:
+            raise ValueError(f"unknown model kind {self.kind!r} (hgb | logreg)")
+        return {**(DEFAULT_PARAMS[self.kind] if self.merge_defaults else {}), **self.params}
 
     def as_params(self) -> dict:
         out = {"model.kind": self.kind, "model.calibration": str(self.calibration),
                "model.calibration_folds": self.calibration_folds, "seed": self.seed,
                "model.market_weighting": self.market_weighting,
                "model.max_rows_per_market": str(self.max_rows_per_market)}
-        out.update({f"model.{k}": v for k, v in sorted(self.params.items())})
+        # The effective params, not only the overrides: the run must say what was fitted.
+        out.update({f"model.{k}": v for k, v in sorted(self.effective_params().items())})
         return out
 
 
@@ -48,6 +59,8 @@ class ModelSpec:
 # is the number of markets, not rows.
 DEFAULT_HGB_PARAMS = {"max_iter": 100, "learning_rate": 0.05, "max_leaf_nodes": 7,
                       "min_samples_leaf": 100, "l2_regularization": 1.0}
+DEFAULT_LOGREG_PARAMS = {"C": 1.0, "max_iter": 1000}
+DEFAULT_PARAMS = {"hgb": DEFAULT_HGB_PARAMS, "logreg": DEFAULT_LOGREG_PARAMS}
 
 
 def split_columns(feature_names: list[str], frame: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -81,14 +94,11 @@ def build_estimator(spec: ModelSpec, numeric: list[str], categorical: list[str],
     preprocess = ColumnTransformer([("numeric", numeric_steps, numeric_all),
                                     ("categorical", categorical_steps, categorical)],
                                    remainder="drop", verbose_feature_names_out=False)
+    params = spec.effective_params()  # raises on an unknown kind
     if spec.kind == "hgb":
-        params = {**DEFAULT_HGB_PARAMS, **spec.params}
         classifier = HistGradientBoostingClassifier(random_state=spec.seed, **params)
-    elif spec.kind == "logreg":
-        params = {"C": 1.0, "max_iter": 1000, **spec.params}
-        classifier = LogisticRegression(**params)
     else:
-        raise ValueError(f"unknown model kind {spec.kind!r} (hgb | logreg)")
+        classifier = LogisticRegression(**params)
     if spec.calibration:
         classifier = CalibratedClassifierCV(classifier, method=spec.calibration, cv=cv)
     return Pipeline([("domain", PriceLogOdds()), ("preprocess", preprocess), ("classifier", classifier)])

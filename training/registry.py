@@ -2,9 +2,12 @@
 
 Contract (docs/architecture.md, "Model registry contract"): registered model
 ``settings.model_name``, aliases ``champion`` / ``challenger``, version tags ``feature_service``,
-``artifact_sha256``, ``training_set_hash``, ``raw_data_hash``, ``git_commit``, ``as_of``,
-``seed`` and one ``gate.<name>`` per gate verdict. :func:`load_verified_model` checks the sha256
-of the serialized model before deserializing it and refuses a mismatch.
+``artifact_sha256``, ``training_set_hash``, ``raw_data_hash``, ``git_commit``, ``git_dirty``,
+``as_of``, ``seed``, ``compared_with_champion`` and one ``gate.<name>`` per gate verdict.
+:func:`load_verified_model` checks the sha256 of the serialized model before deserializing it
+and refuses a mismatch. :func:`promote` and :func:`rollback` refuse a version with a failing or
+missing gate verdict, or whose vs_champion verdict was judged against another champion than the
+current one (rollback to a former champion excepted).
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ if TYPE_CHECKING:
     from config.settings import Settings
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+# Version tag: the champion version the vs_champion gate was judged against at training time
+# (NO_CHAMPION when there was none). promote/rollback refuse a verdict about another champion.
+COMPARED_WITH, NO_CHAMPION = "compared_with_champion", "none"
 MODEL_FILE = "model.skops"
 # mlflow.sklearn.log_model(extra_files=[...]) puts extra files here inside the model directory.
 REFERENCE_PROFILE = "extra_files/reference_profile.json"
@@ -281,10 +287,30 @@ def gate_tags(verdicts: list[GateVerdict]) -> dict[str, str]:
 
 
 def failed_gates_of(tags: dict[str, str]) -> list[str]:
-    gates = {k: v for k, v in tags.items() if k.startswith("gate.")}
-    if not gates:
-        return ["(no gate verdicts recorded)"]
-    return [f"{k}: {v}" for k, v in sorted(gates.items()) if not v.startswith("pass")]
+    """Every gate of GATES whose recorded verdict is not a pass; a missing verdict counts as failed
+    (e.g. a version registered before that gate existed was never judged by it)."""
+    failed = []
+    for gate in GATES:
+        verdict = tags.get(f"gate.{gate}")
+        if verdict is None:
+            failed.append(f"gate.{gate}: no verdict recorded")
+        elif not verdict.startswith("pass"):
+            failed.append(f"gate.{gate}: {verdict}")
+    return failed
+
+
+def stale_comparison(tags: dict[str, str], version: str, champion: str | None) -> str | None:
+    """Why the recorded vs_champion verdict of ``version`` does not speak about ``champion``
+    (None when it does, or when there is no other champion to beat)."""
+    if champion is None or champion == str(version):
+        return None
+    judged = tags.get(COMPARED_WITH)
+    if judged == champion:
+        return None
+    against = ("no champion (there was none when it was trained)" if judged == NO_CHAMPION
+               else f"v{judged}" if judged else "an unrecorded champion (no compared_with_champion tag)")
+    return (f"its vs_champion gate was judged against {against}, not the current champion v{champion}, "
+            f"so nothing shows v{version} is at most the tolerance worse than v{champion}")
 
 
 # ---------------------------------------------------------------- promote / rollback
@@ -315,14 +341,46 @@ def _history_tag(settings: "Settings", name: str, change: AliasChange) -> None:
     c.set_registered_model_tag(name, f"alias_history.{stamp}", dumps(asdict(change)))
 
 
+def promotion_refusal(settings: "Settings", name: str, mv) -> str | None:
+    """Why ``mv`` may not become champion (a failing or missing gate, or a vs_champion verdict not
+    judged against the current champion); None when it may."""
+    tags = dict(mv.tags)
+    failed = failed_gates_of(tags)
+    if failed:
+        return f"failing gates: {failed}"
+    return stale_comparison(tags, str(mv.version), _current(settings, name, CHAMPION))
+
+
+def was_champion(settings: "Settings", name: str, version: str) -> bool:
+    """Whether ``version`` held the champion alias before: an alias_history record of a move to it,
+    or its promoted_at / rollback.at tag (both written only when the alias moved to it)."""
+    c = client(settings)
+    for key, value in c.get_registered_model(name).tags.items():
+        if key.startswith("alias_history."):
+            try:
+                change = json.loads(value)
+            except json.JSONDecodeError:
+                continue
+            if (change.get("alias") == CHAMPION and str(change.get("to_version")) == str(version)
+                    and not change.get("dry_run")):
+                return True
+    tags = c.get_model_version(name, str(version)).tags
+    return bool(tags.get("promoted_at") or tags.get("rollback.at"))
+
+
 def promote(settings: "Settings", version: str | int | None = None, name: str | None = None,
             dry_run: bool = False) -> AliasChange:
-    """Make ``version`` (default: the challenger) champion, if every recorded gate passed."""
+    """Make ``version`` (default: the challenger) champion, if every recorded gate passed and its
+    champion comparison was made against the current champion."""
     name = name or settings.model_name
     mv = resolve_version(settings, name, version if version is not None else CHALLENGER)
-    failed = failed_gates_of(dict(mv.tags))
-    if failed:
-        raise RegistryError(f"model '{name}' v{mv.version} cannot be promoted; failing gates: {failed}")
+    refusal = promotion_refusal(settings, name, mv)
+    if refusal:
+        champion = _current(settings, name, CHAMPION)
+        advice = ("" if refusal.startswith("failing gates") else
+                  f". Train a new version (training compares it with v{champion} on its validation rows) "
+                  f"and promote that one; if v{mv.version} was champion before, use rollback")
+        raise RegistryError(f"model '{name}' v{mv.version} cannot be promoted; {refusal}{advice}")
     load_verified_model(name, mv.version, settings)  # never promote an artifact that would not load
     change = AliasChange("promote", name, CHAMPION, _current(settings, name, CHAMPION), str(mv.version), dry_run)
     if not dry_run:
@@ -338,15 +396,25 @@ def promote(settings: "Settings", version: str | int | None = None, name: str | 
 
 def rollback(settings: "Settings", to_version: str | int, reason: str, name: str | None = None,
              dry_run: bool = False) -> AliasChange:
-    """Point ``champion`` back at an earlier version (verified loadable); the reason is recorded."""
+    """Point ``champion`` back at a former champion (or a version promote would accept), verified
+    loadable; the reason is recorded."""
     if not reason.strip():
         raise RegistryError("rollback needs a non-empty --reason")
     name = name or settings.model_name
     mv = resolve_version(settings, name, to_version)
-    load_verified_model(name, mv.version, settings)
     current = _current(settings, name, CHAMPION)
     if current == str(mv.version):
         raise RegistryError(f"model '{name}': v{mv.version} is already champion; nothing to roll back")
+    # Rollback must not be a way around the gates: only a version that was champion before, or
+    # one that promote would accept, may become champion this way.
+    if not was_champion(settings, name, str(mv.version)):
+        refusal = promotion_refusal(settings, name, mv)
+        if refusal:
+            raise RegistryError(
+                f"model '{name}': cannot roll back to v{mv.version}: it was never champion and {refusal}. "
+                "Roll back to a former champion (registered-model tags alias_history.*), or train and "
+                "promote a version that passes every gate")
+    load_verified_model(name, mv.version, settings)
     change = AliasChange("rollback", name, CHAMPION, current, str(mv.version), dry_run, reason)
     if not dry_run:
         client(settings).set_registered_model_alias(name, CHAMPION, mv.version)

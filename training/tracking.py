@@ -1,4 +1,4 @@
-"""MLflow setup from settings, and lineage facts (git commit, pinned environment)."""
+"""MLflow setup from settings, and lineage facts (git commit and dirty flag, pinned environment)."""
 
 from __future__ import annotations
 
@@ -55,6 +55,22 @@ def git_commit(repo_root: Path = REPO_ROOT) -> str:
         return "unknown (no commit yet)"
     except OSError:
         return "unknown"
+
+
+def git_dirty(repo_root: Path = REPO_ROOT) -> bool | None:
+    """Whether the working tree differs from HEAD (modified, staged or untracked files), so the
+    recorded commit alone does not describe the code; None when not a git checkout or git fails."""
+    import subprocess
+
+    if not (repo_root / ".git").exists():
+        return None
+    try:
+        # --no-optional-locks: read-only, never takes index.lock (others may be using the repo).
+        out = subprocess.run(["git", "--no-optional-locks", "status", "--porcelain"], cwd=repo_root,
+                             capture_output=True, text=True, timeout=30, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.stdout.strip())
 
 
 def pinned_environment() -> str:

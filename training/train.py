@@ -35,7 +35,10 @@ class TrainConfig:
     importance_repeats: int = 3
 
     def to_json(self) -> str:
-        return dumps({"spec": asdict(self.spec), "valid_fraction": self.valid_fraction,
+        # The spec is recorded with its effective params, complete, so reproduce does not
+        # depend on the code defaults of the day it runs (ModelSpec.merge_defaults).
+        spec = {**asdict(self.spec), "params": self.spec.effective_params(), "merge_defaults": False}
+        return dumps({"spec": spec, "valid_fraction": self.valid_fraction,
                       "baseline_logreg": self.baseline_logreg, "importance_repeats": self.importance_repeats})
 
     @classmethod
@@ -163,7 +166,10 @@ def write_reference_profile(path: Path, valid: pd.DataFrame, p_va: np.ndarray, f
     from training.pipeline import split_columns
 
     numeric, categorical = split_columns(feature_names, valid)
-    profile = build_reference_profile(valid[feature_names], p_va, valid["label"].to_numpy(), numeric, categorical)
+    # groups: monitoring counts markets, not rows, in its significance tests (the window is
+    # grouped by market); the reference must count the same way or no-drift windows alarm.
+    profile = build_reference_profile(valid[feature_names], p_va, valid["label"].to_numpy(), numeric, categorical,
+                                      groups=valid["market_id"].to_numpy())
     return save_profile(profile, path)
 
 
@@ -176,7 +182,7 @@ def train(settings: "Settings", as_of: str | pd.Timestamp | None = None, config:
     from mlflow.models import infer_signature
 
     from training import registry
-    from training.tracking import configure_mlflow, git_commit
+    from training.tracking import configure_mlflow, git_commit, git_dirty
 
     config = config or TrainConfig()
     configure_mlflow(settings)
@@ -189,7 +195,9 @@ def train(settings: "Settings", as_of: str | pd.Timestamp | None = None, config:
             config = run_tuning(ts, config, strategy=tune, n_trials=tune_trials, seed=config.spec.seed,
                                 space=tune_space)
         lineage = {"feature_service": ts.feature_service, "training_set_hash": ts.content_hash,
-                   "raw_data_hash": ts.raw_data_hash, "git_commit": git_commit(), "as_of": ts.as_of.isoformat(),
+                   "raw_data_hash": ts.raw_data_hash, "git_commit": git_commit(),
+                   "git_dirty": {True: "true", False: "false", None: "unknown"}[git_dirty()],
+                   "as_of": ts.as_of.isoformat(),
                    "seed": str(config.spec.seed), "parent_version": parent_version or "",
                    "feature_names": dumps(ts.feature_names),
                    "as_of_exact": str(ts.validation.get("as_of_exact", "n/a")).lower(),
@@ -203,7 +211,9 @@ def train(settings: "Settings", as_of: str | pd.Timestamp | None = None, config:
         champ_scores, champ_version = champion_brier(settings, split.valid)
         if champ_scores is not None:
             metrics.update(champ_scores)
-            mlflow.set_tag("pm.compared_with_champion", champ_version)
+        # promote/rollback check the vs_champion verdict was judged against the champion of then.
+        compared_with = champ_version or registry.NO_CHAMPION
+        mlflow.set_tag("pm.compared_with_champion", compared_with)
         mlflow.log_metrics(metrics)
         for row in slices.itertuples(index=False):
             safe = "".join(ch if ch.isalnum() or ch in "_-." else "_" for ch in str(row.value))
@@ -230,7 +240,7 @@ def train(settings: "Settings", as_of: str | pd.Timestamp | None = None, config:
         verdicts = registry.evaluate_gates(metrics, limits)
         registry.set_version_tags(settings, settings.model_name, version, {
             **lineage, "artifact_sha256": artifact_sha, "reference_profile_sha256": profile_sha,
-            "run_id": run.info.run_id,
+            "run_id": run.info.run_id, registry.COMPARED_WITH: compared_with,
             "training_config": config.to_json(), **registry.gate_tags(verdicts)})
         mlflow.set_tags({"pm.model_version": version, "pm.gates_passed": str(all(v.passed for v in verdicts)).lower(),
                          **{f"gate.{v.gate}": v.tag_value() for v in verdicts}})

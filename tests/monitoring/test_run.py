@@ -121,7 +121,56 @@ def test_cli_run_with_reference_file(settings, tmp_path):
     res = runner.invoke(app, [*args, "--fail-on", "high"])
     assert res.exit_code == 1
     res = runner.invoke(app, ["run", "--window", "seven days", "--reference", str(path), "--no-mlflow"])
-    assert res.exit_code != 0 and "window 'seven days'" in str(res.exception)
+    assert res.exit_code == 1 and "error: window 'seven days'" in res.output
+
+
+def expected_error(res) -> str:
+    """The CLI's one-line report of an expected error: exit 1, `error: ...`, no traceback."""
+    assert res.exit_code == 1, res.output
+    assert isinstance(res.exception, SystemExit), repr(res.exception)  # not an uncaught error
+    errors = [line for line in res.output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in res.output, res.output
+    return errors[0]
+
+
+def test_cli_reports_expected_errors_in_one_line(settings, tmp_path):
+    """No champion registered, a naive --end, a missing profile file: `error: ...` and exit 1, like
+    the training CLI, instead of a long traceback."""
+    runner = CliRunner()
+    out = expected_error(runner.invoke(app, ["run", "--window", "7d", "--end", "2024-06-30T00:00:00", "--no-mlflow"]))
+    assert "give an explicit UTC offset" in out
+    out = expected_error(runner.invoke(app, ["run", "--window", "7d", "--end", END.isoformat(), "--no-mlflow"]))
+    assert "no version for 'champion'" in out  # an empty registry
+    out = expected_error(runner.invoke(app, ["run", "--reference", str(tmp_path / "absent.json"), "--no-mlflow"]))
+    assert "reference profile not found" in out
+    out = expected_error(runner.invoke(app, ["replay", "--start", "2024-05-01T00:00:00", "--end",
+                                             "2024-06-01T00:00:00+00:00", "--log-dir", str(tmp_path / "log")]))
+    assert "timezone-aware" in out
+
+
+@pytest.mark.slow  # renders the HTML report (matplotlib)
+def test_reference_file_without_version_refuses_a_window_of_several_versions(settings, tmp_path):
+    """Training's profiles carry no model_version; a window where the champion changed holds two
+    versions, and one profile must not be compared with both (a model change would read as drift)."""
+    from monitoring.run import execute_run
+
+    rng = np.random.default_rng(27)
+    path = save_profile(make_profile(rng, model_version=None), tmp_path / "reference_profile.json")
+    m = syn.calibrated_markets(300, 10, rng)
+    feats = syn.features(len(m), rng)
+    old = syn.log_frame(feats, m["q"].to_numpy(), m["market_id"].to_numpy(), syn.T0, timedelta(days=3), rng,
+                        model_version="1")
+    new = syn.log_frame(feats, np.full(len(m), 0.999), m["market_id"].to_numpy(), syn.T0 + timedelta(days=4),
+                        timedelta(days=3), rng, model_version="2")
+    write_log(pd.concat([old, new], ignore_index=True), settings.prediction_log_dir)
+
+    with pytest.raises(ValueError, match=r"model versions \['1', '2'\].*give --model-version"):
+        execute_run(settings, window="7d", end=END, reference=path, log_to_mlflow=False)
+    out = expected_error(CliRunner().invoke(app, ["run", "--window", "7d", "--end", END.isoformat(),
+                                                  "--reference", str(path), "--no-mlflow"]))
+    assert "give --model-version" in out
+    only_new = execute_run(settings, window="7d", end=END, reference=path, model_version="2", log_to_mlflow=False)
+    assert only_new.result["model_version"] == "2" and only_new.result["n_predictions"] == len(new)
 
 
 @pytest.mark.slow

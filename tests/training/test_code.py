@@ -14,7 +14,7 @@ from training.data import (
     explicit_checks,
     markets_as_of,
 )
-from training.registry import GateLimits, evaluate_gates, failed_gates_of, gate_tags
+from training.registry import GATES, GateLimits, evaluate_gates, failed_gates_of, gate_tags, stale_comparison
 from training.split import market_group_folds, split_by_resolution
 
 T = lambda s: pd.Timestamp(s, tz="UTC")  # noqa: E731
@@ -138,6 +138,51 @@ def test_champion_tolerance_is_configurable():
     assert all(v.passed for v in evaluate_gates(metrics, GateLimits(champion_tolerance=0.01)))
 
 
+def test_every_gate_needs_a_recorded_pass_verdict():
+    tags = gate_tags(evaluate_gates(metrics_for("market")))
+    assert failed_gates_of(tags) == []
+    # e.g. a version registered before the vs_champion gate existed: never judged by it
+    without = {k: v for k, v in tags.items() if k != "gate.vs_champion"}
+    assert failed_gates_of(without) == ["gate.vs_champion: no verdict recorded"]
+    assert len(failed_gates_of({"gates_passed": "true"})) == len(GATES)
+
+
+def test_stale_comparison_names_the_champion_judged_against_and_the_current_one():
+    assert stale_comparison({"compared_with_champion": "4"}, "5", "4") is None
+    assert stale_comparison({"compared_with_champion": "none"}, "5", None) is None  # nothing to beat
+    assert stale_comparison({}, "5", "5") is None  # already champion
+    assert "against v3, not the current champion v4" in stale_comparison({"compared_with_champion": "3"}, "5", "4")
+    assert "against no champion" in stale_comparison({"compared_with_champion": "none"}, "5", "4")
+    assert "unrecorded champion" in stale_comparison({}, "5", "4")  # versions from before the tag
+
+
+# ---------------------------------------------------------------- recorded model params
+
+def test_training_config_records_the_effective_params_and_rebuilds_them(monkeypatch):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from training.pipeline import DEFAULT_HGB_PARAMS, ModelSpec, build_estimator
+    from training.train import TrainConfig
+
+    spec = ModelSpec(params={"max_iter": 30})
+    params = spec.as_params()
+    assert params["model.max_iter"] == 30  # the override
+    assert params["model.learning_rate"] == DEFAULT_HGB_PARAMS["learning_rate"]  # and the defaults used
+    recorded = TrainConfig(spec=spec).to_json()
+    # The code defaults change (a value, and a new key) after the run was recorded.
+    monkeypatch.setitem(DEFAULT_HGB_PARAMS, "learning_rate", 0.3)
+    monkeypatch.setitem(DEFAULT_HGB_PARAMS, "max_bins", 31)
+    assert ModelSpec().effective_params()["learning_rate"] == 0.3  # the patch does change fresh specs
+
+    def fitted_params(s: ModelSpec) -> dict:
+        clf = build_estimator(s, ["price"], [])["classifier"].estimator
+        assert isinstance(clf, HistGradientBoostingClassifier)
+        return clf.get_params()
+
+    rebuilt = fitted_params(TrainConfig.from_json(recorded).spec)
+    assert (rebuilt["learning_rate"], rebuilt["max_bins"], rebuilt["max_iter"]) == (0.05, 255, 30)
+
+
 def test_market_weighted_metrics_weight_each_market_equally():
     # market a: 9 snapshots forecast perfectly; market b: 1 snapshot forecast 0 for outcome 1
     y = np.array([1] * 9 + [1])
@@ -234,6 +279,27 @@ def test_outcome_revealing_future_rows_change_nothing():
     assert content_hash(build_entity_frame(_markets(), leaky, as_of)) == content_hash(base)
 
 
+def test_raw_batch_ids_include_the_poll_and_market_info_rows_joined():
+    from training.data import raw_batch_ids
+
+    as_of = T("2024-02-15")
+    entities = build_entity_frame(_markets(), _prices(), as_of)  # m1, daily 01-02 .. 01-31
+    polls = pd.DataFrame([
+        ("m1", T("2024-01-01"), T("2024-01-01 02:00"), "poll-old"),     # superseded before the first snapshot
+        ("m1", T("2024-01-01 12:00"), T("2024-01-01 13:00"), "poll-a"),  # joined to 01-02 .. 01-19
+        ("m1", T("2024-01-20"), T("2024-01-20 01:00"), "poll-b"),        # joined to 01-20 .. 01-31
+        ("m1", T("2024-01-25"), T("2024-02-20"), "poll-late"),           # published after as_of
+        ("m1", T("2024-02-05"), T("2024-02-05 01:00"), "poll-after"),    # after every snapshot
+        ("m2", T("2024-01-20"), T("2024-01-20 01:00"), "poll-m2"),       # market not in the set
+    ], columns=["market_id", "ts", "ingested_at", "batch_id"])
+    info = pd.DataFrame([("m1", T("2024-01-01"), T("2024-01-01 01:00"), "info-created")],
+                        columns=["market_id", "event_ts", "ingested_at", "batch_id"])
+    base = set(raw_batch_ids(_markets(), _prices(), entities, as_of))
+    got = set(raw_batch_ids(_markets(), _prices(), entities, as_of,
+                            {"poll_features": polls, "market_info": info}))
+    assert got - base == {"poll-a", "poll-b", "info-created"}
+
+
 def test_assemble_refuses_reordered_features():
     from training.data import assemble
 
@@ -277,3 +343,35 @@ def test_walk_forward_backtest_trains_only_on_markets_resolved_before_each_cutof
                        frame.loc[frame["ts"] >= periods["start"].iloc[0], "price"]))
     assert "brier_best_achievable" in result.overall and "pnl" in result.overall
     assert "overall:" in result.to_text()
+
+
+# ---------------------------------------------------------------- lineage: git state
+
+def test_git_dirty_tells_a_clean_checkout_from_a_modified_one(tmp_path, monkeypatch):
+    """On a scratch repository in tmp_path (never the project's): None outside a checkout, False
+    when the tree matches HEAD, True after a tracked file changes or an untracked one appears."""
+    import shutil
+    import subprocess
+
+    from training.tracking import git_commit, git_dirty
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    assert git_dirty(tmp_path) is None
+    for var, value in {"GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1", "GIT_AUTHOR_NAME": "t",
+                       "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_NAME": "t",
+                       "GIT_COMMITTER_EMAIL": "t@example.org"}.items():
+        monkeypatch.setenv(var, value)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "model.py").write_text("LEARNING_RATE = 0.05\n")
+    for cmd in (["init", "-q"], ["add", "model.py"], ["commit", "-q", "-m", "first"]):
+        subprocess.run(["git", *cmd], cwd=repo, check=True, capture_output=True)
+    assert len(git_commit(repo)) == 40
+    assert git_dirty(repo) is False
+    (repo / "model.py").write_text("LEARNING_RATE = 0.1\n")
+    assert git_dirty(repo) is True
+    subprocess.run(["git", "checkout", "-q", "--", "model.py"], cwd=repo, check=True, capture_output=True)
+    assert git_dirty(repo) is False
+    (repo / "new_module.py").write_text("X = 1\n")
+    assert git_dirty(repo) is True

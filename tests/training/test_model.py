@@ -106,6 +106,52 @@ def test_run_logs_metrics_lineage_and_evaluation_artifacts(store, first):
             "evaluation/requirements.txt", "evaluation/raw_batch_ids.json"} <= files
 
 
+def test_reference_profile_counts_validation_markets_like_monitoring(store, first, ts, tmp_path):
+    """Monitoring groups every window by market; the reference must count markets too (grouped,
+    n_effective = validation markets), else no-drift windows alarm far above alpha."""
+    import mlflow
+
+    from training.split import split_by_resolution
+
+    valid = split_by_resolution(ts.frame, 0.25).valid
+    n_markets = valid["market_id"].nunique()
+    assert len(valid) > n_markets  # several snapshots per market: rows would overcount
+    logged = Path(mlflow.artifacts.download_artifacts(run_id=first.run_id,
+                                                      artifact_path="evaluation/reference_profile.json",
+                                                      dst_path=str(tmp_path)))
+    in_model = load_verified_model(store.model_name, first.version, store).reference_profile
+    for profile in (json.loads(logged.read_text()), in_model):
+        assert profile["grouped"] is True
+        assert profile["n_effective"] == n_markets and profile["n_rows"] == len(valid)
+        assert profile["prediction"]["n_effective"] == n_markets
+        assert profile["categorical"]["platform"]["n_effective"] == n_markets
+        assert profile["numeric"]["poll_average"]["n_effective"] == valid.loc[
+            valid["poll_average"].notna(), "market_id"].nunique()
+
+
+def test_run_records_effective_model_params_and_git_state(store, first):
+    from training.pipeline import DEFAULT_HGB_PARAMS
+    from training.tracking import REPO_ROOT, client
+
+    run = client(store).get_run(first.run_id)
+    for key, value in DEFAULT_HGB_PARAMS.items():  # the model was trained with ModelSpec() defaults
+        assert run.data.params[f"model.{key}"] == str(value), key
+    tags = resolve_version(store, store.model_name, first.version).tags
+    assert json.loads(tags["training_config"])["spec"]["params"] == DEFAULT_HGB_PARAMS
+    expected = ("true", "false") if (REPO_ROOT / ".git").exists() else ("unknown",)
+    assert tags["git_dirty"] in expected and run.data.tags["lineage.git_dirty"] == tags["git_dirty"]
+
+
+def test_reproduce_uses_recorded_params_not_todays_code_defaults(store, first, ts, monkeypatch):
+    from training.pipeline import DEFAULT_HGB_PARAMS, ModelSpec
+    from training.reproduce import reproduce
+
+    monkeypatch.setitem(DEFAULT_HGB_PARAMS, "learning_rate", 0.2)  # a later code change
+    assert ModelSpec().effective_params()["learning_rate"] == 0.2  # a fresh fit would differ
+    result = reproduce(store, first.version, training_set=ts)
+    assert result.reproduced and result.bit_equal
+
+
 def test_load_verified_model_matches_validation_metrics(store, first, ts):
     from training.evaluate import brier
     from training.split import split_by_resolution
