@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from config.settings import Settings
 
 PROFILE_ARTIFACT = "reference_profile.json"
+# Where a training run keeps it (training.train logs its run dir under "evaluation/"), then the run's root.
+RUN_PROFILE_ARTIFACTS = (f"evaluation/{PROFILE_ARTIFACT}", PROFILE_ARTIFACT)
 REFERENCE_PROFILE = "extra_files/reference_profile.json"  # inside the model artifact (training.registry)
 MONITORING_EXPERIMENT = "monitoring"
 
@@ -24,8 +26,9 @@ def fetch_reference_profile(settings: "Settings", alias_or_version: str,
     """(profile, model name, version) of a registered model version (number or alias).
 
     First the profile inside the model artifact (``extra_files/reference_profile.json``, checked
-    against the version's ``reference_profile_sha256`` tag by training.registry), else a
-    ``reference_profile.json`` artifact of the version's training run.
+    against the version's ``reference_profile_sha256`` tag by training.registry), else the
+    ``evaluation/reference_profile.json`` (or ``reference_profile.json``) artifact of the version's
+    training run.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -40,16 +43,15 @@ def fetch_reference_profile(settings: "Settings", alias_or_version: str,
         profile = read_reference_profile(model_dir, dict(mv.tags), what)
         if profile is not None:
             return validate_profile(profile, f"{what} {REFERENCE_PROFILE}"), name, str(mv.version)
-        if mv.run_id:
+        for artifact in RUN_PROFILE_ARTIFACTS if mv.run_id else ():
             try:
-                path = mlflow.artifacts.download_artifacts(artifact_uri=f"runs:/{mv.run_id}/{PROFILE_ARTIFACT}",
+                path = mlflow.artifacts.download_artifacts(artifact_uri=f"runs:/{mv.run_id}/{artifact}",
                                                            dst_path=str(Path(tmp) / "run"))
             except (MlflowException, OSError):
-                path = None
-            if path is not None:
-                return load_profile(Path(path)), name, str(mv.version)
+                continue
+            return load_profile(Path(path)), name, str(mv.version)
     raise ProfileError(f"{what}: no reference profile ({REFERENCE_PROFILE} in the model artifact, or "
-                       f"{PROFILE_ARTIFACT} in run {mv.run_id or '-'}); training must log it "
+                       f"{' / '.join(RUN_PROFILE_ARTIFACTS)} in run {mv.run_id or '-'}); training must log it "
                        "(monitoring.reference.build_reference_profile)")
 
 

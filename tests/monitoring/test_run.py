@@ -185,7 +185,8 @@ def test_mlflow_reference_lookup_and_run_logging(settings):
     rng = np.random.default_rng(25)
     configure_mlflow(settings, "market_forecaster")
     with mlflow.start_run() as train_run:
-        mlflow.log_dict(make_profile(rng, model_version=None), "reference_profile.json")
+        # Where training.train logs it (its run dir under "evaluation/"); the model artifact has none here.
+        mlflow.log_dict(make_profile(rng, model_version=None), "evaluation/reference_profile.json")
     client = MlflowClient(settings.mlflow_tracking_uri, settings.mlflow_tracking_uri)
     client.create_registered_model(settings.model_name)
     mv = client.create_model_version(settings.model_name, source=train_run.info.artifact_uri, run_id=train_run.info.run_id)
