@@ -8,15 +8,19 @@ shutdown the poller stops and the log writer drains its queue.
 
 from __future__ import annotations
 
+import email.message
 import hmac
 import json
 import logging
+import math
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -114,6 +118,7 @@ def create_app(settings: Settings | None = None, options: ServingOptions | None 
     )
     app.state.options = options
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     bearer = HTTPBearer(auto_error=False, description="PM_ADMIN_TOKEN")
 
     def service(request: Request) -> Service:
@@ -129,7 +134,9 @@ def create_app(settings: Settings | None = None, options: ServingOptions | None 
         if scored.errors:
             err = scored.errors[0]
             raise HTTPException(err.status_code, err.detail)
-        return _json(scored.predictions[0][1])
+        response = _json(scored.predictions[0][1])
+        svc.predictor.commit(scored)  # logged only once the answer exists
+        return response
 
     @app.post("/predict/batch", response_model=BatchResponse, summary="Forecast many markets at once",
               description="One online-store read and one model call for all items. Markets that cannot be "
@@ -142,11 +149,13 @@ def create_app(settings: Settings | None = None, options: ServingOptions | None 
             raise HTTPException(422, f"items: batch has {len(body.items)} markets; the maximum is "
                                      f"{svc.options.max_batch_size} (split it into several requests)")
         scored = _score(svc, body.items)
-        return _json({
+        response = _json({
             "predictions": [p for _, p in scored.predictions],
             "errors": [{"index": e.index, "market_id": e.market_id, "status_code": e.status_code, "detail": e.detail}
                        for e in scored.errors],
             "latency_ms": round((perf_counter() - started) * 1000.0, 3)})
+        svc.predictor.commit(scored)
+        return response
 
     @app.get("/health", response_model=Health, summary="Liveness: the process answers")
     def health() -> Health:
@@ -208,8 +217,62 @@ def create_app(settings: Settings | None = None, options: ServingOptions | None 
 def _json(body: dict) -> Response:
     # Prediction bodies are built as dicts in the shape of serving/schemas.py (the schemathesis test
     # validates them against the OpenAPI spec); response_model documents them. allow_nan=False: a NaN
-    # would be invalid JSON, so it fails loudly instead.
+    # would be invalid JSON, so it fails loudly instead (the predictor withholds non-finite feature
+    # values, so none reaches here), and before anything is logged (Predictor.commit runs after this).
     return Response(json.dumps(body, allow_nan=False), media_type="application/json")
+
+
+NON_FINITE_NOTE = ("a non-finite number (NaN, Infinity, -Infinity, or a literal too large for a 64-bit float "
+                   "such as 1e999) is not a valid JSON number (RFC 8259) anywhere in the body: send a finite number")
+
+
+def _is_json(content_type: str) -> bool:
+    """FastAPI's own test (fastapi/routing.py): application/json or application/*+json."""
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+def _printable(value: Any) -> tuple[Any, bool]:
+    """`value` with every non-finite float replaced by its JSON-ish name ("NaN", "Infinity", "-Infinity"),
+    and whether there was one."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return ("NaN" if value != value else "Infinity" if value > 0 else "-Infinity"), True
+    if isinstance(value, dict):
+        pairs = [(k, _printable(v)) for k, v in value.items()]
+        return {k: v for k, (v, _) in pairs}, any(bad for _, (_, bad) in pairs)
+    if isinstance(value, (list, tuple)):
+        items = [_printable(v) for v in value]
+        return [v for v, _ in items], any(bad for _, bad in items)
+    return value, False
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+    """FastAPI's 422 (`{"detail": [{type, loc, msg, input, ...}]}`), but always sendable and more telling.
+
+    FastAPI's default handler echoes the input, and json.loads accepts NaN/Infinity literals (and lone
+    surrogates in strings): echoing them back failed to encode and turned a bad request into a 500.
+    Here non-finite inputs are echoed as strings with a note in `msg`, a raw (non-JSON) body is echoed
+    with undecodable bytes escaped, the answer is ASCII-escaped JSON, and a body that was not sent as
+    JSON says which Content-Type it needs."""
+    content_type = request.headers.get("content-type", "")
+    detail = []
+    for err in exc.errors():
+        if isinstance(err.get("ctx"), dict):  # a validator's exception: its text, not FastAPI's `{}`
+            err = {**err, "ctx": {k: str(v) if isinstance(v, Exception) else v for k, v in err["ctx"].items()}}
+        if isinstance(err.get("input"), (bytes, bytearray)):  # a non-JSON body: jsonable_encoder's decode() fails
+            err = {**err, "input": bytes(err["input"]).decode("utf-8", "backslashreplace")}
+        err, non_finite = _printable(jsonable_encoder(err))
+        if non_finite:
+            err["msg"] = f"{err.get('msg', 'Invalid value')}: {NON_FINITE_NOTE}"
+        if tuple(err.get("loc", ())) == ("body",) and not _is_json(content_type):
+            got = f"Content-Type {content_type!r}" if content_type else "no Content-Type header"
+            err["msg"] = (f"the request body must be a JSON object sent with Content-Type: application/json "
+                          f"(got {got}); {err.get('msg', '')}")
+        detail.append(err)
+    text = json.dumps({"detail": detail}, allow_nan=False, ensure_ascii=True, default=repr)
+    return Response(text, status_code=422, media_type="application/json")
 
 
 def _score(svc: Service, items):

@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 PRICE_FEATURE = "price"
 ENTITY_KEY = "market_id"
+# Field status of a value that was +/-inf in the online store or came out of an on-demand UDF as one
+# (e.g. poll / price for a denormal price): withheld (None, imputed by the model) with a warning.
+NON_FINITE = "NON_FINITE"
 
 
 class FeatureStoreUnavailable(RuntimeError):
@@ -59,6 +62,7 @@ class OnlineFeatures:
     known: list[bool]                        # per row: the store has any stored value for the market
     request_ts: datetime
     overridden: list[set[str]] = field(default_factory=list)  # per row: features replaced by request values
+    non_finite: list[dict[str, str]] = field(default_factory=list)  # per row: withheld feature -> its value
 
     def age(self, i: int, feature: str) -> float | None:
         """Age of row i's value of `feature`: its view's age; 0 for a stored feature given in the request;
@@ -196,9 +200,15 @@ class FeastFeatureSource:
         known = [any(column[i] != "NOT_FOUND" for column in stored_status) for i in range(n)]
         prices = list(prices) if prices is not None else [None] * n
         out = OnlineFeatures(plan, list(market_ids), prices, values, result.status, view_ages, known,
-                             result.request_ts, overridden=[set() for _ in market_ids])
+                             result.request_ts, overridden=[set() for _ in market_ids],
+                             non_finite=[{} for _ in market_ids])
+        stored = [f for f in plan.feature_names if plan.view_of[f] in plan.stored_views]
+        withheld = _withhold_non_finite(out, stored)
+        if withheld:
+            self._rerun_without(out, withheld)
         if any(p is not None for p in prices):
             self._override_prices(out, prices)
+        _withhold_non_finite(out, [f for f in plan.feature_names if plan.view_of[f] in plan.odfv_sources])
         return out
 
     def resolutions(self, market_ids: Sequence[str]) -> dict[str, tuple[datetime, int | None]]:
@@ -217,33 +227,60 @@ class FeastFeatureSource:
             return {}
 
     def _override_prices(self, feats: OnlineFeatures, prices: Sequence[float | None]) -> None:
-        """Put request-time prices in, and recompute the on-demand features that depend on price.
-
-        The on-demand UDF is run twice (stored price, request price) on the same other inputs; the
-        outputs that change are the price-dependent ones and take the recomputed value. Inputs the
-        service does not return (e.g. resolution_date) are passed as null, which only affects
-        outputs that do not depend on price and are therefore kept as read.
-        """
+        """Put request-time prices in, and recompute the on-demand features that depend on price."""
         if PRICE_FEATURE not in feats.values:
             return
-        plan, rows = feats.plan, [i for i, p in enumerate(prices) if p is not None]
         values, status = feats.values, feats.status
+        rows = [i for i, p in enumerate(prices) if p is not None]
         new_price = [float(prices[i]) for i in rows]
         old_price = [_none_if_nan(values[PRICE_FEATURE][i]) for i in rows]
         for i, p in zip(rows, new_price):
             values[PRICE_FEATURE][i] = p
             status[PRICE_FEATURE][i] = "PRESENT"
             feats.overridden[i].add(PRICE_FEATURE)
+        self._rerun_on_demand(feats, rows, {PRICE_FEATURE: old_price}, {PRICE_FEATURE: new_price}, from_request=True)
+
+    def _rerun_without(self, feats: OnlineFeatures, withheld: dict[int, dict[str, float]]) -> None:
+        """Recompute the on-demand features of rows whose stored inputs were withheld as non-finite, with
+        those inputs missing: an infinite poll_average must not leave poll - price = inf, nor an infinite
+        price leave poll / price = 0, behind as if they were real values."""
+        odfvs = {v.name: v for v in self.store.list_on_demand_feature_views()}
+        used = {f.name for name in feats.plan.odfv_sources
+                for source in odfvs[name].source_feature_view_projections.values() for f in source.features}
+        inputs = used & {f for bad in withheld.values() for f in bad}
+        if not inputs:
+            return
+        rows = sorted(i for i, bad in withheld.items() if inputs & set(bad))
+        before = {f: [withheld[i].get(f, feats.values[f][i]) for i in rows] for f in inputs}
+        after = {f: [feats.values[f][i] for i in rows] for f in inputs}
+        try:
+            self._rerun_on_demand(feats, rows, before, after, from_request=False)
+        except Exception as exc:  # noqa: BLE001 - a UDF that cannot take a missing input: withhold its outputs
+            log.warning("on-demand features of %d row(s) with non-finite inputs not recomputable (%s): withheld",
+                        len(rows), exc)
+            for f in (n for n in feats.plan.feature_names if feats.plan.view_of[n] in feats.plan.odfv_sources):
+                for i in rows:
+                    feats.values[f][i], feats.status[f][i] = None, "NULL_VALUE"
+
+    def _rerun_on_demand(self, feats: OnlineFeatures, rows: list[int], before: dict[str, list],
+                         after: dict[str, list], from_request: bool) -> None:
+        """Run each on-demand view's own UDF (the code training ran) on `rows` twice: with the `before`
+        values of the given stored inputs, then with the `after` values, all other inputs as read. The
+        outputs that change are the ones that depend on those inputs and take the recomputed value.
+        Inputs the service does not return (e.g. resolution_date) are passed as null, which only affects
+        outputs that do not depend on the replaced inputs and are therefore kept as read.
+        `from_request`: the new values come from the request (status REQUEST in the response)."""
+        plan, values, status = feats.plan, feats.values, feats.status
         odfvs = {v.name: v for v in self.store.list_on_demand_feature_views()}
         for view_name in plan.odfv_sources:
             odfv = odfvs[view_name]
 
-            def inputs(price_values: list) -> dict[str, list]:
+            def inputs(replaced: dict[str, list]) -> dict[str, list]:
                 data: dict[str, list] = {"request_ts": [feats.request_ts] * len(rows)}
                 for source in odfv.source_feature_view_projections.values():
                     for f in source.features:
-                        if f.name == PRICE_FEATURE:
-                            column = price_values
+                        if f.name in replaced:
+                            column = replaced[f.name]
                         elif f.name in values:
                             column = [_none_if_nan(values[f.name][i]) for i in rows]
                         else:
@@ -251,15 +288,37 @@ class FeastFeatureSource:
                         data[f"{source.name}__{f.name}"] = column
                 return data
 
-            before = odfv.transform_dict(inputs(old_price))
-            after = odfv.transform_dict(inputs(new_price))
+            old = odfv.transform_dict(inputs(before))
+            new = odfv.transform_dict(inputs(after))
             for f in (n for n in plan.feature_names if plan.view_of[n] == view_name):
                 for k, i in enumerate(rows):
-                    if not _same(before[f][k], after[f][k]):
-                        value = _none_if_nan(after[f][k])
+                    if not _same(old[f][k], new[f][k]):
+                        value = _none_if_nan(new[f][k])
                         values[f][i] = value
                         status[f][i] = "PRESENT" if value is not None else "NULL_VALUE"
-                        feats.overridden[i].add(f)
+                        if from_request:
+                            feats.overridden[i].add(f)
+
+
+def _withhold_non_finite(feats: OnlineFeatures, names: Sequence[str]) -> dict[int, dict[str, float]]:
+    """Replace non-finite float values of `names` by None, in place: NaN is a missing value (status
+    NULL_VALUE), +/-inf an invalid one (status NON_FINITE, recorded in feats.non_finite for the
+    warning). Returns row -> {feature: the withheld infinite value}."""
+    withheld: dict[int, dict[str, float]] = {}
+    for f in names:
+        column, statuses = feats.values[f], feats.status[f]
+        for i, v in enumerate(column):
+            if isinstance(v, float) and not math.isfinite(v):  # numpy floats are floats too
+                column[i] = None
+                if v != v:
+                    if statuses[i] == "PRESENT":
+                        statuses[i] = "NULL_VALUE"
+                    continue
+                statuses[i] = NON_FINITE
+                feats.overridden[i].discard(f)  # NON_FINITE, not REQUEST, even if computed from a request price
+                feats.non_finite[i][f] = repr(v)
+                withheld.setdefault(i, {})[f] = v
+    return withheld
 
 
 def _none_if_nan(value):

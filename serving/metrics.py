@@ -30,6 +30,9 @@ class ServingMetrics:
                                      ["view"], buckets=AGE_BUCKETS, registry=r)
         self.stale_features = Counter("pm_serving_stale_features", "Feature values older than their TTL.",
                                       ["feature"], registry=r)
+        self.non_finite_features = Counter("pm_serving_non_finite_features",
+                                           "Feature values withheld as +/-infinity (stored, or computed on demand).",
+                                           ["feature"], registry=r)
         self.ab_predictions = Counter("pm_serving_ab_predictions", "Predictions of markets in an A/B split, by group "
                                       "(A: champion, B: challenger) and the source that answered.",
                                       ["group", "source"], registry=r)

@@ -7,7 +7,14 @@ PM_SERVING_OPTIONS setting (a JSON object), tests and the bench pass their own v
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, fields
+
+# Python types each declared option type accepts (a JSON integer is a valid float; a bool is no number).
+_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+# Upper bound of every interval / timeout: one week, far above any sensible value and far below what
+# threading's waits accept (a wait of ~1e10 s overflows the platform's time_t).
+MAX_INTERVAL_S = 7 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -32,16 +39,27 @@ class ServingOptions:
     load_fallback: bool = True
 
     def __post_init__(self) -> None:
-        if self.max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
-        if not 0.0 <= self.shadow_share <= 1.0:
-            raise ValueError(f"shadow_share must be within [0, 1], got {self.shadow_share}")
-        if not 0.0 <= self.ab_share <= 1.0:
-            raise ValueError(f"ab_share must be within [0, 1], got {self.ab_share}")
-        if self.log_queue_size < 1:
-            raise ValueError(f"log_queue_size must be >= 1, got {self.log_queue_size}")
-        if self.poll_interval_s < 0 or self.online_timeout_s <= 0:
-            raise ValueError("poll_interval_s must be >= 0 and online_timeout_s > 0")
+        """Every option checked by name: a NaN interval would make the poller spin (Event.wait(nan)
+        returns at once), an infinite or negative one would crash or stall a thread."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            expected = _TYPES[f.type]
+            if isinstance(value, bool) != (f.type == "bool") or not isinstance(value, expected):
+                raise ValueError(f"option {f.name!r} must be a {f.type}, got {value!r}")
+            if f.type == "float" and not math.isfinite(value):
+                raise ValueError(f"option {f.name!r} must be a finite number, got {value!r}")
+        for name in ("max_batch_size", "log_queue_size", "log_flush_rows"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("shadow_share", "ab_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be within [0, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.poll_interval_s <= MAX_INTERVAL_S:
+            raise ValueError(f"poll_interval_s must be within [0, {MAX_INTERVAL_S:.0f}] seconds (0 disables "
+                             f"polling), got {self.poll_interval_s}")
+        for name in ("online_timeout_s", "log_flush_interval_s"):
+            if not 0.0 < getattr(self, name) <= MAX_INTERVAL_S:
+                raise ValueError(f"{name} must be > 0 and <= {MAX_INTERVAL_S:.0f} seconds, got {getattr(self, name)}")
 
     @classmethod
     def from_json(cls, text: str, where: str = "PM_SERVING_OPTIONS") -> "ServingOptions":
@@ -59,7 +77,7 @@ class ServingOptions:
         if unknown:
             raise ValueError(f"{where}: unknown option(s) {unknown}; known: {sorted(types)}")
         for name, value in values.items():
-            expected = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}[types[name]]
+            expected = _TYPES[types[name]]
             if isinstance(value, bool) != (types[name] == "bool") or not isinstance(value, expected):
                 raise ValueError(f"{where}: option {name!r} must be a {types[name]}, got {value!r}")
         return cls(**values)

@@ -13,7 +13,7 @@ import math
 import random
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from time import perf_counter
 from typing import Any, Sequence
@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from serving.features_source import PRICE_FEATURE, FeastFeatureSource, OnlineFeatures
+from serving.features_source import NON_FINITE, PRICE_FEATURE, FeastFeatureSource, OnlineFeatures
 from serving.metrics import ServingMetrics
 from serving.models import ModelManager, ModelState
 from serving.options import ServingOptions
@@ -62,6 +62,11 @@ class ItemError:
 class Scored:
     predictions: list[tuple[int, dict[str, Any]]]  # (request index, Prediction body)
     errors: list[ItemError]
+    # For Predictor.commit (log rows, metrics, shadow scoring) once the response has been built.
+    feats: OnlineFeatures | None = None
+    state: ModelState | None = None
+    answered_by_champion: list[int] = field(default_factory=list)
+    committed: bool = False
 
 
 def _rows(columns: dict[str, list], rows: list[int], n: int) -> dict[str, list]:
@@ -88,11 +93,13 @@ def _try_model(model, columns: dict[str, list], n: int) -> tuple[np.ndarray, str
 
 
 def _py(value: Any) -> Any:
+    """A JSON-safe Python value: None for missing, NaN and +/-inf (features_source reports a withheld
+    non-finite value as NON_FINITE; this is the last guard so no response can fail to encode)."""
     if value is None:
         return None
     if isinstance(value, (np.generic,)):
         value = value.item()
-    if isinstance(value, float) and math.isnan(value):
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, (pd.Timestamp, datetime)):
         return None if pd.isna(value) else value.isoformat()
@@ -179,11 +186,25 @@ class Predictor:
                                                     groups[i], champion.feature_service, feats, columns, statuses,
                                                     ttls, reasons[i], latency_ms)))
         errors.sort(key=lambda e: e.index)
-        self._record(predictions, feats)
         answered_by_champion = [i for i in known if used_model[i] is champion]
-        if state.challenger is not None and answered_by_champion and self.options.shadow_share > 0:
-            self._shadow(state, feats, answered_by_champion, ids)
-        return Scored(predictions, errors)
+        return Scored(predictions, errors, feats, state, answered_by_champion)
+
+    def commit(self, scored: Scored) -> None:
+        """Log and count what was answered, and run the shadow challenger: called once the response
+        body exists, so the prediction log never holds a prediction no client received."""
+        if scored.committed or scored.feats is None:
+            return
+        scored.committed = True
+        feats, state = scored.feats, scored.state
+        self._record(scored.predictions, feats)
+        n_non_finite = {}
+        for row in feats.non_finite:
+            for name in row:
+                n_non_finite[name] = n_non_finite.get(name, 0) + 1
+        for name, n in n_non_finite.items():
+            self._child(self.metrics.non_finite_features, name).inc(n)
+        if state.challenger is not None and scored.answered_by_champion and self.options.shadow_share > 0:
+            self._shadow(state, feats, scored.answered_by_champion, feats.market_ids)
 
     # ------------------------------------------------------------------ degradation chain
 
@@ -254,6 +275,9 @@ class Predictor:
             infos[f] = {"value": columns[f][i], "status": status, "age_seconds": feats.age(i, f), "ttl_seconds": ttl}
             if status == "OUTSIDE_MAX_AGE":
                 warnings.append(f"feature {f!r} is older than its TTL ({ttl:.0f} s) at request time: "
+                                f"value withheld, imputed by the model")
+            elif status == NON_FINITE:
+                warnings.append(f"feature {f!r} is not a finite number ({feats.non_finite[i].get(f, 'inf')}): "
                                 f"value withheld, imputed by the model")
         days = columns[DAYS_TO_RESOLUTION][i] if DAYS_TO_RESOLUTION in columns else None
         market_status = "open"

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Source = Literal["model", "fallback_model", "market_price"]
 ModelRole = Literal["champion", "challenger", "fallback"]
 AbGroup = Literal["A", "B"]
 MarketStatus = Literal["open", "past_resolution_date", "unknown"]
 
-MARKET_ID = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$",
-                  description="The market's id (the `market` entity key in Feast).",
-                  examples=["mkt-000042"])
-MARKET_PRICE = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False,
+# The data contract (DATA_CONTRACT.md, markets.market_id): a non-empty string of at most 128 characters.
+# Anything ingestion stores must be servable, so no character class beyond refusing control characters
+# (C0, DEL, C1), which no id needs and which break logs and terminals.
+MARKET_ID_MAX_LENGTH = 128
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+MARKET_ID = Field(min_length=1, max_length=MARKET_ID_MAX_LENGTH,
+                  description="The market's id (the `market` entity key in Feast): any non-empty string of at "
+                              "most 128 characters without control characters, as the data contract allows.",
+                  examples=["mkt-000042"], json_schema_extra={"pattern": r"^[^\x00-\x1f\x7f-\x9f]+$"})
+# strict: a JSON number only (true or "0.5" are refused, not coerced); JSON integers 0 and 1 are numbers.
+MARKET_PRICE = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False, strict=True,
                      description="Optional fresh market price in [0, 1], known at request time. It replaces "
                                  "the stored `price` feature and the on-demand features derived from it.",
                      examples=[0.62])
@@ -26,6 +34,15 @@ class PredictRequest(BaseModel):
 
     market_id: str = MARKET_ID
     market_price: float | None = MARKET_PRICE
+
+    @field_validator("market_id")
+    @classmethod
+    def _no_control_characters(cls, value: str) -> str:
+        bad = CONTROL_CHARACTERS.search(value)
+        if bad:
+            raise ValueError(f"market_id must not contain control characters; found {bad.group()!r} at "
+                             f"position {bad.start()}")
+        return value
 
 
 class BatchRequest(BaseModel):
@@ -39,7 +56,8 @@ class BatchRequest(BaseModel):
 class FeatureInfo(BaseModel):
     value: float | int | str | None = Field(description="Value given to the model (null: missing, imputed by the model).")
     status: str = Field(description="PRESENT, NOT_FOUND, NULL_VALUE, OUTSIDE_MAX_AGE (older than its TTL), "
-                                    "or REQUEST (supplied / recomputed from request values).")
+                                    "NON_FINITE (stored or computed as +/-infinity: withheld, imputed by the "
+                                    "model, with a warning), or REQUEST (supplied / recomputed from request values).")
     age_seconds: float | None = Field(description="Request time minus the value's event time (null: no value).")
     ttl_seconds: float | None = Field(description="Max age the model contract allows (null: no limit).")
 

@@ -54,3 +54,44 @@ def test_the_app_takes_its_options_from_settings(tmp_path):
     assert create_app(settings).state.options == ServingOptions(max_batch_size=7)  # no server needed
     with pytest.raises(ValueError, match="PM_SERVING_OPTIONS: unknown option"):
         create_app(Settings.from_env({"PM_DATA_DIR": str(tmp_path), "PM_SERVING_OPTIONS": '{"x": 1}'}))
+
+
+@pytest.mark.parametrize("name", ["poll_interval_s", "online_timeout_s", "log_flush_interval_s",
+                                  "shadow_share", "ab_share"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_float_options_are_refused_by_name(name, value):
+    with pytest.raises(ValueError, match=name):
+        ServingOptions(**{name: value})
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"poll_interval_s": -1.0}, "poll_interval_s"),
+    ({"online_timeout_s": -0.5}, "online_timeout_s"),
+    ({"log_flush_interval_s": 0}, "log_flush_interval_s"),
+    ({"log_flush_interval_s": -2.0}, "log_flush_interval_s"),
+    ({"log_flush_rows": 0}, "log_flush_rows"),
+    ({"log_flush_rows": -5}, "log_flush_rows"),
+    ({"max_batch_size": -1}, "max_batch_size"),
+    ({"ab_share": -0.1}, "ab_share"),
+    ({"poll_interval_s": 1e12}, "poll_interval_s"),  # threading waits overflow past ~1e9 s
+    ({"max_batch_size": True}, "max_batch_size"),
+    ({"poll_interval_s": "30"}, "poll_interval_s"),
+])
+def test_out_of_range_options_are_refused_by_name(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ServingOptions(**kwargs)
+
+
+@pytest.mark.parametrize("text, name", [
+    ('{"poll_interval_s": NaN}', "poll_interval_s"),
+    ('{"log_flush_interval_s": Infinity}', "log_flush_interval_s"),
+    ('{"online_timeout_s": -Infinity}', "online_timeout_s"),
+    ('{"log_flush_rows": -1}', "log_flush_rows"),
+])
+def test_non_finite_json_options_are_refused_by_name(text, name):
+    with pytest.raises(ValueError, match=name):
+        ServingOptions.from_json(text)
+
+
+def test_zero_poll_interval_still_disables_polling():
+    assert ServingOptions(poll_interval_s=0).poll_interval_s == 0
