@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from validation.suites import TIMESTAMP_COLUMNS, TRAINING_POLL_FEATURES
+from validation.suites import STRING_VALUE_COLUMNS, TIMESTAMP_COLUMNS, TRAINING_POLL_FEATURES
 
 LIFETIME_COLUMNS = ["market_id", "created_at", "resolved_at", "updated_at"]
 UTC_NS = pd.DatetimeTZDtype("ns", "UTC")
@@ -41,8 +41,20 @@ def normalize(df: pd.DataFrame, table: str) -> pd.DataFrame:
     return out
 
 
+def is_str(values: np.ndarray) -> np.ndarray:
+    """Per value: is it a Python ``str`` (nulls and numbers are not)? One C-level pass when all are."""
+    if values.dtype == object and pd.api.types.infer_dtype(values, skipna=False) == "string":
+        return np.ones(len(values), dtype=bool)
+    return np.fromiter((isinstance(v, str) for v in values), dtype=bool, count=len(values))
+
+
 def markets_frame(markets: pd.DataFrame) -> pd.DataFrame:
     out = normalize(markets, "markets")
+    # An object column may hold numbers: GX's type check sees only the dtype, its length and regex
+    # checks stringify values. These say, per row, that the value really is a string.
+    for column in STRING_VALUE_COLUMNS:
+        if column in out.columns:
+            out[f"_{column}_is_str"] = is_str(out[column].to_numpy())
     if "outcome" in out.columns:
         out["_outcome_is_null"] = out["outcome"].isna().to_numpy()
     if "resolved_at" in out.columns:

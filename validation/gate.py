@@ -12,10 +12,11 @@ refuses, ``warning`` (the distribution checks) is only reported.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 import pandas as pd
@@ -39,6 +40,8 @@ from validation.suites import (
     max_timestamp,
 )
 
+# Longest run name used as a path segment (file systems allow 255 bytes per name; GX adds to it).
+MAX_RUN_NAME = 100
 # Batch order: markets first so snapshots/polls can be checked against it.
 OBSERVATION_TABLES = ("price_snapshots", "polls")
 # Copy-on-Write (pandas 3's default behaviour) while GX runs: every column metric filters the
@@ -105,8 +108,10 @@ def run_batch_checkpoint(tables: dict[str, pd.DataFrame], batch_id: str, *,
         frames["markets"] = markets_frame(tables["markets"])
     observed = [t for t in OBSERVATION_TABLES if t in tables]
     if observed:
+        # Always with the published versions too: even a market this batch carries may have a newer
+        # (e.g. resolved) version in the store, which sets its lifetime.
         published = published_markets
-        if published is None and _needs_published(tables, observed):
+        if published is None:
             published = read_published_lifetimes(settings.offline_store_dir)
         lifetimes = market_lifetimes(tables.get("markets"), published)
         for table in observed:
@@ -124,19 +129,6 @@ def run_training_set_checkpoint(df: pd.DataFrame, name: str, *,
                 settings=settings, now=now)
 
 
-def _needs_published(tables: Mapping[str, pd.DataFrame], observed: list[str]) -> bool:
-    """Only read the offline store if some observation's market is not in this batch."""
-    batch_ids: set = set()
-    markets = tables.get("markets")
-    if markets is not None and "market_id" in markets.columns:
-        batch_ids = set(markets["market_id"].unique())
-    for table in observed:
-        frame = tables[table]
-        if "market_id" in frame.columns and not set(frame["market_id"].unique()) <= batch_ids:
-            return True
-    return False
-
-
 def expectation_parameters(thresholds: Thresholds | None, now: dt.datetime) -> dict[str, Any]:
     """Values of the suites' ``$PARAMETER`` placeholders for a validation at ``now``."""
     return {**(thresholds or Thresholds()).as_parameters(), MAX_TIMESTAMP_PARAMETER: max_timestamp(now)}
@@ -151,9 +143,7 @@ def _run(frames: dict[str, pd.DataFrame], run_name: str, thresholds: Thresholds 
     project = get_project(settings)
     now = now or dt.datetime.now(dt.timezone.utc)
     parameters = expectation_parameters(thresholds, now)
-    # Run names become Data Docs path segments: keep them to safe characters.
-    safe_name = re.sub(r"[^A-Za-z0-9._-]+", "-", run_name)
-    run_id = gx.RunIdentifier(run_name=safe_name, run_time=now)
+    run_id = gx.RunIdentifier(run_name=run_name_for_docs(run_name), run_time=now)
     result = GateResult(success=True)
     first_failing_page: str | None = None
     first_page: str | None = None
@@ -179,6 +169,19 @@ def _run(frames: dict[str, pd.DataFrame], run_name: str, thresholds: Thresholds 
     result.success = not result.failures
     result.docs_page = first_failing_page or first_page
     return result
+
+
+def run_name_for_docs(run_name: str) -> str:
+    """The run name as a safe, short path segment of the stored result and its Data Docs page.
+
+    A name that had to be changed (unsafe characters, longer than MAX_RUN_NAME) gets a digest of
+    the original, so two different names never share (and overwrite) one page.
+    """
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", run_name)
+    if safe == run_name and len(safe) <= MAX_RUN_NAME:
+        return safe
+    digest = hashlib.sha256(run_name.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{safe[:MAX_RUN_NAME - len(digest) - 1]}-{digest}"
 
 
 def _docs_page(context: Any, key: Any, site_name: str) -> str | None:

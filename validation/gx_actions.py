@@ -2,9 +2,9 @@
 
 GX's ``UpdateDataDocsAction`` rebuilds the site (validation page, suite page and the whole
 index, which re-reads up to ``validation_results_limit`` stored results) once *per validation
-result*; our checkpoints hold two results (contract + distribution), so that doubled the
-docs cost of every batch. This action builds the pages of all results of the run in one
-pass, and each suite's page once per process (suites only change with ``validation init``).
+result*. This action builds the pages of all results of the run in one pass (one result per
+checkpoint today, one suite per table; the pass still holds if a table gets more suites), and
+each suite's page once per process (suites only change with ``validation init``).
 
 Importing this module registers the action type with GX (``validation.project.import_gx``
 does it before any checkpoint is loaded); it imports great_expectations, so import it lazily.

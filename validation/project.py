@@ -106,6 +106,12 @@ data_docs_sites:
       class_name: DefaultSiteIndexBuilder
       # The index is rebuilt on every checkpoint run, re-reading these stored results: bound that cost.
       validation_results_limit: 20
+    site_section_builders:
+      validations:
+        # No limit for the pages themselves: GX applies the index's limit here too by default, and
+        # would then skip the page of a run older than the newest 20 (an older validation time, clock
+        # skew between workers) while the gate reports that page.
+        validation_results_limit: 0
 """
 
 # Data Docs show GX's severity of each expectation in an extra "Severity" column of the

@@ -64,6 +64,9 @@ TIMESTAMP_COLUMNS = {
     "polls": ("ts",),
     TRAINING_SET: ("ts", "resolved_at"),
 }
+# markets columns whose every value must be a str (validation.frames derives `_<column>_is_str`);
+# event_type's allowed-values check already refuses anything else.
+STRING_VALUE_COLUMNS = ("market_id", "question", "platform")
 REQUIRED_COLUMNS = {"markets": MARKETS_COLUMNS, "price_snapshots": PRICE_SNAPSHOTS_COLUMNS,
                     "polls": POLLS_COLUMNS}
 
@@ -201,6 +204,8 @@ def markets_contract() -> SuiteSpec:
              "resolved_at": TIMESTAMP_DTYPE, "outcome": "Int8", "updated_at": TIMESTAMP_DTYPE}
     specs = _exist_and_type(types)
     specs += _not_null("market_id", "event_type", "platform", "created_at", "resolution_date", "updated_at")
+    specs += [_e("ExpectColumnValuesToBeInSet", f"every `{c}` value is a string (not a number or null)",
+                 column=f"_{c}_is_str", value_set=[True]) for c in STRING_VALUE_COLUMNS]
     specs += _timestamp_ranges("markets")
     specs += [
         _e("ExpectColumnValueLengthsToBeBetween", f"market_id is non-empty, at most {MARKET_ID_MAX_LEN} characters",

@@ -477,3 +477,69 @@ def test_copy_on_write_run_gives_the_same_verdict(gate_settings, monkeypatch) ->
 def test_unknown_table_is_an_error(gate_settings) -> None:
     with pytest.raises(UnknownTable, match="snapshots"):
         run_batch_checkpoint({"snapshots": pd.DataFrame()}, "x", settings=gate_settings)
+
+
+def test_numbers_in_string_columns_are_refused(gate_settings) -> None:
+    """An object column may hold numbers; GX's dtype check and its stringifying checks would pass them."""
+    markets = factories.markets(20)
+    markets["market_id"] = markets["market_id"].astype(object)
+    markets.loc[3, "market_id"] = 7
+    markets.loc[5, "platform"] = 7
+    markets.loc[6, "question"] = None
+    result = run_batch_checkpoint({"markets": markets}, "numbers-as-strings", settings=gate_settings)
+    assert not result.success
+    assert {(f["column"], f["unexpected_count"]) for f in result.failures} == {
+        ("_market_id_is_str", 1), ("_platform_is_str", 1), ("_question_is_str", 1)}
+
+
+def test_a_newer_published_version_sets_the_lifetime_of_a_market_the_batch_also_carries(gate_settings,
+                                                                                          tmp_path: Path) -> None:
+    """The store holds m0000 resolved; the batch repeats its older, open version plus a snapshot after
+    that resolution. Read from the store or passed in, the published version must count."""
+    from dataclasses import replace
+
+    markets = factories.markets(20, resolved_share=0.0)
+    snaps = factories.snapshots(markets, per_market=3)
+    last = snaps.loc[snaps["market_id"] == "m0000", "ts"].max()
+    resolved = markets.iloc[[0]].copy()
+    resolved["resolved_at"] = last - pd.Timedelta(hours=1)
+    resolved["outcome"] = pd.array([1], dtype="Int8")
+    resolved["updated_at"] = last - pd.Timedelta(hours=1)
+    store = tmp_path / "offline"
+    (store / "markets" / "month=2024-02").mkdir(parents=True)
+    resolved.to_parquet(store / "markets" / "month=2024-02" / "b0.parquet", index=False)
+    settings = replace(gate_settings, offline_store_dir=store)
+    wanted = {(S, "expect_column_pair_values_a_to_be_greater_than_b", "_market_closes_at,ts")}
+    from_store = run_batch_checkpoint({"markets": markets, "price_snapshots": snaps}, "older-version-store",
+                                      settings=settings)
+    passed_in = run_batch_checkpoint({"markets": markets, "price_snapshots": snaps}, "older-version-passed",
+                                     settings=gate_settings, published_markets=resolved)
+    assert failing(from_store) == failing(passed_in) == wanted
+
+
+def test_odd_or_long_batch_ids_get_their_own_page(gate_settings) -> None:
+    from validation.gate import MAX_RUN_NAME, run_name_for_docs
+
+    markets = factories.markets(10)
+    long_id = "b" * 250
+    result = run_batch_checkpoint({"markets": markets.assign(platform="Bad")}, long_id, settings=gate_settings)
+    assert not result.success and Path(result.docs_page).is_file()
+    names = {run_name_for_docs(n) for n in ("batch-a/b", "batch-a b", "batch-a-b", "batch-é", "batch-ü")}
+    assert len(names) == 5 and "batch-a-b" in names  # a safe name is kept as it is
+    assert all(len(n) <= MAX_RUN_NAME and re.fullmatch(r"[A-Za-z0-9._-]+", n) for n in names)
+
+
+@pytest.mark.slow
+def test_docs_page_exists_for_a_run_older_than_the_newest_twenty(gate_settings) -> None:
+    """The index lists the newest 20 runs only; every run's own page must still be written."""
+    import datetime as dt
+
+    markets = factories.markets(10)
+    now = dt.datetime.now(dt.timezone.utc)
+    for i in range(20):
+        run_batch_checkpoint({"markets": markets}, f"recent-{i}", settings=gate_settings, now=now + dt.timedelta(seconds=i))
+    late = run_batch_checkpoint({"markets": markets.assign(platform="Bad")}, "late-arrival", settings=gate_settings,
+                                now=now - dt.timedelta(hours=1))
+    assert not late.success
+    html = Path(late.docs_page).read_text()
+    assert "batch-late-arrival" in html and "regular expression" in html and "Bad" in html

@@ -42,6 +42,19 @@ def test_committed_checkpoints_update_data_docs() -> None:
         assert names == {s.name for s in suites.suites_for(table)}
 
 
+def test_committed_data_docs_site_matches_code() -> None:
+    """GX rewrites great_expectations.yml itself (datasources), so `validation init` never overwrites it:
+    the Data Docs site (index limit, and no limit for the pages) must be kept in step by hand."""
+    import yaml
+
+    from validation.project import GX_YML
+
+    committed = yaml.safe_load((REPO_ROOT / "gx" / "great_expectations.yml").read_text())
+    assert committed["data_docs_sites"] == yaml.safe_load(GX_YML)["data_docs_sites"]
+    assert committed["data_docs_sites"]["local_site"]["site_section_builders"]["validations"][
+        "validation_results_limit"] == 0
+
+
 def test_analytics_disabled_in_committed_config() -> None:
     text = (REPO_ROOT / "gx" / "great_expectations.yml").read_text()
     assert "analytics_enabled: false" in text
