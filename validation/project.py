@@ -100,7 +100,9 @@ data_docs_sites:
     class_name: SiteBuilder
     show_how_to_buttons: false
     store_backend:
-      class_name: TupleFilesystemStoreBackend
+      # Pages replaced atomically (validation/gx_store.py): a reader never sees half a page.
+      module_name: validation.gx_store
+      class_name: AtomicTupleFilesystemStoreBackend
       base_directory: ${{{OUTPUT_DIR_VARIABLE}}}/data_docs/{DOCS_SITE_NAME}/
     site_index_builder:
       class_name: DefaultSiteIndexBuilder
