@@ -46,20 +46,6 @@ CONTRACT_TAGS = ("feature_service", "artifact_sha256", "training_set_hash", "raw
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Settings:
-    root = tmp_path_factory.mktemp("mlflow")
-    settings = Settings.from_env({"PM_DATA_DIR": str(root / "data")})
-    settings.ensure_dirs()
-    return settings
-
-
-@pytest.fixture(scope="module")
-def ts():
-    return training_set_from_frame(make_frame(n_markets=300, snapshots=3, seed=1), FEATURES, "2025-01-01",
-                                   run_gx=False)
-
-
-@pytest.fixture(scope="module")
 def first(store, ts):
     import sklearn.ensemble  # noqa: F401  (threadpoolctl only limits libraries already loaded)
     from threadpoolctl import threadpool_limits

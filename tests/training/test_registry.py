@@ -13,9 +13,6 @@ from types import SimpleNamespace
 
 import pytest
 
-from config.settings import Settings
-from tests.training.synthetic import FEATURES, make_frame
-from training.data import training_set_from_frame
 from training.pipeline import ModelSpec
 from training.registry import (
     CHALLENGER,
@@ -33,19 +30,6 @@ pytestmark = pytest.mark.slow
 
 LOOSE = GateLimits(max_brier=0.25, max_ece=0.2, min_roc_auc=0.5, min_brier_skill=-1.0, max_train_valid_gap=0.3)
 FAST = {"importance_repeats": 1, "baseline_logreg": False}
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Settings:
-    settings = Settings.from_env({"PM_DATA_DIR": str(tmp_path_factory.mktemp("registry") / "data")})
-    settings.ensure_dirs()
-    return settings
-
-
-@pytest.fixture(scope="module")
-def ts():
-    return training_set_from_frame(make_frame(n_markets=300, snapshots=3, seed=1), FEATURES, "2025-01-01",
-                                   run_gx=False)
 
 
 @pytest.fixture(scope="module")
