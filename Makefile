@@ -85,8 +85,11 @@ bench: dev
 docs: venv
 	$(PY) -m validation docs --serve
 
-# Removes the data dir the platform uses ($$PM_DATA_DIR, default ./data), refusing /, $$HOME and the checkout.
+# Removes the data dir the platform uses ($$PM_DATA_DIR, default ./data), refusing /, $$HOME, the checkout
+# and any folder holding the checkout or $$HOME (PM_DATA_DIR=.. would take the checkout with it).
 clean:
-	@d=$$(realpath -m -- '$(DATA)'); \
-	case "$$d" in /|"$$HOME"|"$$(pwd -P)") echo "make clean: refusing to delete $$d" >&2; exit 1;; esac; \
+	@d=$$(realpath -m -- '$(DATA)'); home=$$(realpath -m -- "$$HOME"); here=$$(pwd -P); \
+	case "$$d" in /|"$$home"|"$$here") echo "make clean: refusing to delete $$d" >&2; exit 1;; esac; \
+	case "$$here/" in "$$d"/*) echo "make clean: refusing to delete $$d (it holds this checkout)" >&2; exit 1;; esac; \
+	case "$$home/" in "$$d"/*) echo "make clean: refusing to delete $$d (it holds $$home)" >&2; exit 1;; esac; \
 	echo "rm -rf $$d"; rm -rf -- "$$d"

@@ -226,6 +226,9 @@ NON_FINITE_NOTE = ("a non-finite number (NaN, Infinity, -Infinity, or a literal 
                    "such as 1e999) is not a valid JSON number (RFC 8259) anywhere in the body: send a finite number")
 
 
+NOT_ECHOED = "(not echoed: nested too deeply)"
+
+
 def _is_json(content_type: str) -> bool:
     """FastAPI's own test (fastapi/routing.py): application/json or application/*+json."""
     message = email.message.Message()
@@ -263,7 +266,10 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> Re
             err = {**err, "ctx": {k: str(v) if isinstance(v, Exception) else v for k, v in err["ctx"].items()}}
         if isinstance(err.get("input"), (bytes, bytearray)):  # a non-JSON body: jsonable_encoder's decode() fails
             err = {**err, "input": bytes(err["input"]).decode("utf-8", "backslashreplace")}
-        err, non_finite = _printable(jsonable_encoder(err))
+        try:
+            err, non_finite = _printable(jsonable_encoder(err))
+        except RecursionError:  # a deeply nested body: name the place, do not echo the value
+            err, non_finite = _printable(jsonable_encoder({**err, "input": NOT_ECHOED}))
         if non_finite:
             err["msg"] = f"{err.get('msg', 'Invalid value')}: {NON_FINITE_NOTE}"
         if tuple(err.get("loc", ())) == ("body",) and not _is_json(content_type):

@@ -51,7 +51,7 @@ def promote(
     version: Optional[str] = typer.Option(None, help="Version to promote (default: the challenger)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check gates and artifact, change nothing."),
 ) -> None:
-    """Move the champion alias to a version whose recorded gates all passed."""
+    """Move the champion alias to a version whose gates all passed, its vs_champion gate judged against the current champion."""
     from config.settings import get_settings
     from training.registry import RegistryError, promote as run
 
@@ -63,11 +63,11 @@ def promote(
 
 @app.command()
 def rollback(
-    to_version: str = typer.Option(..., "--to-version", help="Version to make champion again."),
+    to_version: str = typer.Option(..., "--to-version", help="Former champion version to make champion again."),
     reason: str = typer.Option(..., help="Why (recorded on the version and the model)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Verify the target, change nothing."),
 ) -> None:
-    """Point the champion alias back at an earlier, verified version."""
+    """Point the champion alias back at a former champion (or a version promote would accept), verified loadable."""
     from config.settings import get_settings
     from training.registry import RegistryError, rollback as run
 

@@ -61,14 +61,17 @@ def test_clean_deletes_pm_data_dir_not_the_checkouts_data(tmp_path: Path):
     assert not (checkout / "data").exists()
 
 
-@pytest.mark.parametrize("target", ["checkout", "/"])
-def test_clean_refuses_the_checkout_or_root(tmp_path: Path, target: str):
-    checkout = tmp_path / "checkout"
-    checkout.mkdir()
+@pytest.mark.parametrize("target", ["checkout", "/", "..", "../..", "home-parent"])
+def test_clean_refuses_the_checkout_root_or_what_holds_them(tmp_path: Path, target: str):
+    checkout = tmp_path / "outer" / "checkout"
+    checkout.mkdir(parents=True)
     (checkout / "file").write_text("x")
-    proc = _make("clean", cwd=checkout, PM_DATA_DIR=str(checkout) if target == "checkout" else target)
+    home = tmp_path / "users" / "me"
+    home.mkdir(parents=True)
+    data_dir = {"checkout": str(checkout), "home-parent": str(home.parent)}.get(target, target)
+    proc = _make("clean", cwd=checkout, PM_DATA_DIR=data_dir, HOME=str(home))
     assert proc.returncode != 0 and "refusing" in proc.stderr
-    assert (checkout / "file").exists()
+    assert (checkout / "file").exists() and home.exists()
 
 
 def _demo_dry_run(tmp_path: Path, **env: str) -> list[str]:

@@ -58,6 +58,19 @@ def test_non_finite_or_unencodable_input_is_422_naming_the_field(client, online,
     assert all(isinstance(err["msg"], str) and err["msg"] for err in detail)
 
 
+@pytest.mark.parametrize("path, body, where", [
+    ("/predict", "[" * 500 + "]" * 500, "body"),
+    ("/predict", '{"market_id": ' + "[" * 500 + "]" * 500 + "}", "market_id"),
+    ("/predict/batch", '{"items": ' + "[" * 500 + "]" * 500 + "}", "items"),
+    ("/predict", "[" * 100_000 + "]" * 100_000, "body"),  # deeper than json.loads itself can go
+])
+def test_deeply_nested_body_is_a_4xx_not_a_500(client, online, path, body, where):
+    r = client.post(path, content=body.encode(), headers=JSON)
+    assert 400 <= r.status_code < 500, r.text
+    detail = r.json()["detail"]
+    assert isinstance(detail, str) or any(where in [str(p) for p in err["loc"]] for err in detail), detail
+
+
 def test_non_finite_market_price_is_refused_with_a_clear_message(client, online):
     r = client.post("/predict", content=b'{"market_id": "mkt-00000", "market_price": NaN}', headers=JSON)
     (err,) = r.json()["detail"]
