@@ -1,7 +1,9 @@
-"""Materialize Feast features incrementally into the online store.
+"""Materialize Feast features into the online store: what is new since the last run.
 
 Runs when a batch lands in the offline store (``offline_store`` asset) and hourly as a safety
-net. Incremental: each feature view continues from where its last materialization ended.
+net. Each feature view continues from where its last materialization ended, and reaches back to
+the earliest event of any batch published since the last run (a batch lands after its events
+happened: ``features.materialize.materialize_new_batches``).
 """
 
 from __future__ import annotations
@@ -25,14 +27,14 @@ from pipeline_assets import OFFLINE_STORE, ONLINE_STORE
 )
 def materialize_features():
     @task(outlets=[ONLINE_STORE])
-    def materialize_incremental() -> str:
+    def materialize_new_batches() -> str:
         from datetime import datetime, timezone
 
-        from features.materialize import materialize_incremental as run
+        from features.materialize import materialize_new_batches as run
 
-        return str(run(datetime.now(timezone.utc)))
+        return run(datetime.now(timezone.utc)).summary()
 
-    materialize_incremental()
+    materialize_new_batches()
 
 
 materialize_features()

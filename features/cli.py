@@ -44,11 +44,11 @@ def apply() -> None:
 @app.command()
 def materialize(
     start: str = typer.Option(..., help="Window start, ISO-8601 with offset or Z (UTC)."),
-    end: str = typer.Option(..., help="Window end (exclusive), ISO-8601 with offset or Z."),
+    end: str = typer.Option(..., help="Window end (inclusive, as Feast reads it), ISO-8601 with offset or Z."),
     view: Optional[List[str]] = typer.Option(None, "--view", help="Feature view(s); default all online feature views except label views (market_resolution)."),
     chunk_days: float = typer.Option(7.0, min=0.001, help="Materialize in windows of at most this many days."),
 ) -> None:
-    """Materialize [start, end) into the online store, window by window."""
+    """Materialize [start, end] into the online store, window by window."""
     from features.materialize import materialize as run
 
     report = run(_when(start), _when(end), view or None, chunk=timedelta(days=chunk_days))

@@ -4,7 +4,7 @@ After writing, markets resolved by the end of the window are removed from the on
 their resolution marker is written instead (features/resolved.py says why). The marker view is a
 label view (tag role=label): eviction is its one writer, so it is not materialized here.
 
-Feast's local engine loads a whole [start, end) window of a view into memory before writing it,
+Feast's local engine loads a whole [start, end] window (Feast includes rows at `end`) of a view into memory before writing it,
 so a large window is split into `chunk`-sized windows processed in time order (newer values
 overwrite older ones online). Each window is recorded in the registry by Feast, which is what
 `materialize_incremental` continues from.
@@ -12,13 +12,17 @@ overwrite older ones online). Each window is recorded in the registry by Feast, 
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from config.settings import Settings
 from features.resolved import evict_resolved, is_label_view
 from features.store import OFFLINE_LOCK
+from ingestion.store import EVENT_TS, committed_batches
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -111,8 +115,9 @@ def materialize(
     settings: Settings | None = None,
     store: "FeatureStore | None" = None,
 ) -> MaterializeReport:
-    """Materialize rows with event time in [start, end) of `views` (default: all online feature views
-    except label views), then evict markets resolved by `end` (leaving their resolution marker)."""
+    """Materialize rows with event time in [start, end] of `views` (default: all online feature views
+    except label views), then evict markets resolved by `end`, or by the latest end any view was
+    materialized to if that is later (leaving their resolution marker)."""
     start, end = _utc("start", start), _utc("end", end)
     if start >= end:
         raise ValueError(f"start ({start}) must be before end ({end})")
@@ -126,8 +131,23 @@ def materialize(
             store.materialize(window_start, window_end, feature_views=names, disable_event_timestamp=False)
         for name in names:
             report.add(name, window_start, window_end)
-    report.evicted_resolved = evict_resolved(store, end)
+    report.evicted_resolved = evict_resolved(store, _eviction_time(store, end))
     return report
+
+
+def _eviction_time(store: "FeatureStore", end: datetime) -> datetime:
+    """The time resolved markets are evicted as of: `end`, or the latest end any view was materialized to.
+
+    A window older than the online store's state (a re-run after a late batch) rewrites rows of markets
+    resolved since; evicting only those resolved by its own `end` would bring them back online.
+    """
+    latest = end
+    for view in store.list_feature_views():
+        seen = view.most_recent_end_time
+        if seen is not None and not is_label_view(view):
+            seen = seen.astimezone(timezone.utc) if seen.tzinfo else seen.replace(tzinfo=timezone.utc)
+            latest = max(latest, seen)
+    return latest
 
 
 def materialize_incremental(
@@ -146,7 +166,49 @@ def materialize_incremental(
     end = _utc("end", end)
     store = _store(store, settings)
     report = MaterializeReport()
-    for name in _views(store, views, report):
+    _materialize_from_last_end(store, end, _views(store, views, report), chunk, {}, report)
+    report.evicted_resolved = evict_resolved(store, _eviction_time(store, end))
+    return report
+
+
+def materialize_new_batches(
+    end: datetime,
+    views: Sequence[str] | None = None,
+    *,
+    chunk: timedelta = DEFAULT_CHUNK,
+    settings: Settings | None = None,
+    store: "FeatureStore | None" = None,
+) -> MaterializeReport:
+    """`materialize_incremental`, reaching back as far as the batches published since the last call go.
+
+    A batch lands after its events happened, so its rows are older than where each view's last
+    materialization ended, and incremental alone never reads them (the materialize DAG, triggered by
+    that very batch, would leave it out of the online store). Here each view starts at the earliest
+    event of the committed batches this function has not yet materialized, if that is earlier. Which
+    batches are done is kept in ``<offline store>/_materialized_batches.json``, written after success.
+    """
+    from config.settings import get_settings
+
+    end = _utc("end", end)
+    settings = settings or get_settings()
+    store = _store(store, settings)
+    root = settings.offline_store_dir
+    done = _materialized_batches(root)
+    committed = committed_batches(root)
+    new = sorted(set(committed) - done)
+    report = MaterializeReport()
+    names = _views(store, views, report)
+    _materialize_from_last_end(store, end, names, chunk, _earliest_events(root, {b: committed[b] for b in new}),
+                               report)
+    report.evicted_resolved = evict_resolved(store, _eviction_time(store, end))
+    _write_materialized_batches(root, done | set(new))
+    return report
+
+
+def _materialize_from_last_end(store: "FeatureStore", end: datetime, names: list[str], chunk: timedelta,
+                               earliest: dict[str, datetime], report: MaterializeReport) -> None:
+    """Each view from its last end (or `end - ttl`), or from `earliest[view]` if earlier, up to `end`."""
+    for name in names:
         view = store.get_feature_view(name)
         start = view.most_recent_end_time
         if start is None:
@@ -154,9 +216,43 @@ def materialize_incremental(
                 raise ValueError(f"feature view {name} was never materialized and has no TTL: use materialize(start, end)")
             start = end - view.ttl
         start = start.astimezone(timezone.utc) if start.tzinfo else start.replace(tzinfo=timezone.utc)
+        if name in earliest:
+            start = min(start, earliest[name])
         for window_start, window_end in split_window(start, end, chunk):
             with OFFLINE_LOCK:
                 store.materialize(window_start, window_end, feature_views=[name])
             report.add(name, window_start, window_end)
-    report.evicted_resolved = evict_resolved(store, end)
-    return report
+
+
+MATERIALIZED_BATCHES_FILE = "_materialized_batches.json"
+
+
+def _materialized_batches(root: Path) -> set[str]:
+    path = root / MATERIALIZED_BATCHES_FILE
+    return set(json.loads(path.read_text())["batches"]) if path.is_file() else set()
+
+
+def _write_materialized_batches(root: Path, batches: set[str]) -> None:
+    path = root / MATERIALIZED_BATCHES_FILE
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({"batches": sorted(batches)}, indent=0))
+    os.replace(tmp, path)
+
+
+def _earliest_events(root: Path, batches: dict[str, dict]) -> dict[str, datetime]:
+    """{offline table (= feature view name): earliest event time} over the files of `batches`' commit records."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    earliest: dict[str, datetime] = {}
+    for record in batches.values():
+        for file in record.get("files", []):
+            table = file.split("/", 1)[0]
+            column = EVENT_TS.get(table)
+            if column is None or not (root / file).is_file():
+                continue
+            first = pc.min(pq.read_table(root / file, columns=[column]).column(column)).as_py()
+            if first is not None:
+                first = first.astimezone(timezone.utc) if first.tzinfo else first.replace(tzinfo=timezone.utc)
+                earliest[table] = min(earliest.get(table, first), first)
+    return earliest

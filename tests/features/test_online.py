@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 
 import pandas as pd
@@ -193,3 +194,42 @@ def test_poll_market_ratio_is_null_rather_than_infinite(applied_repo):
                "resolution_date": [request_ts] * 3, "request_ts": [request_ts] * 3})
     assert out["poll_market_ratio"] == [None, 0.8, None]
     assert out["poll_market_spread"][:2] == [0.5 - 5e-324, 0.4 - 0.5] and out["poll_market_spread"][2] is None
+
+
+@pytest.mark.slow
+def test_new_batches_reach_the_online_store_although_their_events_are_older(tmp_path):
+    """What the materialize DAG runs. A batch lands after its events happened: incremental alone starts
+    where the last run ended and never reads it. Its own feast apply: it publishes into the offline store."""
+    from features.materialize import MATERIALIZED_BATCHES_FILE, materialize_new_batches
+    from features.store import apply
+    from tests.feast_project import copy_feature_repo
+    from tests.features.conftest import settings_for
+    from tests.features.offline_data import market_info_rows, publish
+
+    settings = settings_for(tmp_path / "data", copy_feature_repo(tmp_path))
+    settings.ensure_dirs()
+    scenario.publish_all(settings.offline_store_dir)
+    apply(settings)
+    store = get_store(settings)
+    first_end = datetime(2024, 3, 10, tzinfo=timezone.utc)
+    materialize_new_batches(first_end, settings=settings, store=store)
+
+    # Published later, about February: before where every view's last materialization ended.
+    markets = scenario._markets([scenario.market("nb_m", scenario.utc("2024-01-20"), scenario.utc("2024-12-01"))])
+    late_prices = scenario.prices("nb_m", scenario.days("2024-02-01", "2024-02-05"), [0.31, 0.32, 0.33, 0.34, 0.35])
+    batch = publish(settings.offline_store_dir, {"markets": markets, "market_info": market_info_rows(markets),
+                                                 "price_features": late_prices}, "2024-03-10T12:00:00")
+    second_end = first_end + timedelta(hours=1)
+    report = materialize_new_batches(second_end, settings=settings, store=store)
+    assert report.windows["price_features"][0][0] == scenario.utc("2024-02-01")
+    # Stored, though stale by now (3-day TTL) ...
+    assert online_features(["nb_m"], SERVICE, request_ts=second_end, store=store).status.loc[0, "price"] \
+        == "OUTSIDE_MAX_AGE"
+    # ... and the newest value, as of a day after it.
+    read = online_features(["nb_m"], SERVICE, request_ts=datetime(2024, 2, 6, tzinfo=timezone.utc), store=store)
+    assert read.values.loc[0, "price"] == 0.35 and read.status.loc[0, "event_type"] == "PRESENT"
+    assert batch in json.loads((settings.offline_store_dir / MATERIALIZED_BATCHES_FILE).read_text())["batches"]
+
+    # Nothing new published: back to plain incremental, from where the last run ended.
+    again = materialize_new_batches(second_end + timedelta(hours=1), settings=settings, store=store)
+    assert again.windows["price_features"] == [(second_end, second_end + timedelta(hours=1))]

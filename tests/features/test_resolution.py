@@ -130,3 +130,17 @@ def test_label_view_is_registered_but_in_no_feature_service(applied_repo):
         assert not labels & {p.name for p in service.feature_view_projections}, service.name
     with pytest.raises(ValueError, match="label view"):
         materialize(JAN, END, views=[MARKER_VIEW], store=store)
+
+
+def test_re_materializing_an_older_window_keeps_resolved_markets_evicted(fork):
+    """A re-run over an older range (e.g. after a late batch) rewrites res_done's rows from before it
+    resolved; the online store is at END, where res_done is resolved, so it must hold only its marker."""
+    store = get_store(fork("sqlite"))
+    assert "res_done" in materialize(JAN, END, chunk=timedelta(days=60), store=store).evicted_resolved
+    before_resolution = scenario.RES_DONE_RESOLVED.to_pydatetime() - timedelta(days=1)
+    report = materialize(before_resolution - timedelta(days=9), before_resolution, store=store)
+    assert "res_done" in report.evicted_resolved
+    assert online_views_holding(store, "res_done") == {MARKER_VIEW}
+    status = online_features(["res_done"], SERVICE, request_ts=END, store=store).status
+    assert (status.loc[0, STORED_FEATURES] == "NOT_FOUND").all()
+    assert resolution_markers(store, ["res_done"]) == {"res_done": (scenario.RES_DONE_RESOLVED, 0)}
