@@ -3,7 +3,8 @@
 Trigger it per delivered batch (Airflow UI "Trigger DAG w/ config", the REST API, or a sensor):
 ``{"batch_dir": "/path/to/batch", "assume_utc": false}``. A refused batch fails the run, so it is
 red in the UI, and the reason file in the quarantine folder says which table, rule, column and rows.
-An accepted batch updates the ``offline_store`` asset, which schedules materialization.
+An accepted batch updates the ``offline_store`` asset, which schedules materialization; a batch
+already published (same content) is skipped, with no asset event.
 """
 
 from __future__ import annotations
@@ -34,11 +35,15 @@ def ingest_batch():
     def ingest(params: dict | None = None) -> dict:
         from pathlib import Path
 
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from ingestion.ingest import ingest_batch as run
 
         result = run(Path(params["batch_dir"]), assume_utc=bool(params["assume_utc"]))
         if not result.accepted:
             raise RuntimeError(result.to_text())
+        if result.no_op:  # already published: skipped, so no offline_store event triggers materialization
+            raise AirflowSkipException(result.to_text())
         return {"batch_id": result.batch_id, "summary": result.to_text()}
 
     ingest()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import List, Optional
@@ -11,6 +12,18 @@ import typer
 
 app = typer.Typer(help="Feast feature store: apply definitions, materialize, retrieve features.",
                   no_args_is_help=True, add_completion=False)
+
+
+@contextmanager
+def _clear_errors():
+    """Bad input (a naive time, end before start, an unknown view or service) as one line and exit 2."""
+    from feast.errors import FeastObjectNotFoundException
+
+    try:
+        yield
+    except (ValueError, FeastObjectNotFoundException) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _when(value: str) -> datetime:
@@ -51,8 +64,9 @@ def materialize(
     """Materialize [start, end] into the online store, window by window."""
     from features.materialize import materialize as run
 
-    report = run(_when(start), _when(end), view or None, chunk=timedelta(days=chunk_days))
-    typer.echo(report.summary())
+    with _clear_errors():
+        report = run(_when(start), _when(end), view or None, chunk=timedelta(days=chunk_days))
+        typer.echo(report.summary())
 
 
 @app.command("materialize-incremental")
@@ -64,8 +78,23 @@ def materialize_incremental(
     """Materialize each view from where it last stopped up to END."""
     from features.materialize import materialize_incremental as run
 
-    report = run(_when(end), view or None, chunk=timedelta(days=chunk_days))
-    typer.echo(report.summary())
+    with _clear_errors():
+        report = run(_when(end), view or None, chunk=timedelta(days=chunk_days))
+        typer.echo(report.summary())
+
+
+@app.command("materialize-new-batches")
+def materialize_new_batches(
+    end: str = typer.Option(..., help="Materialize up to this time (ISO-8601 with offset or Z)."),
+    view: Optional[List[str]] = typer.Option(None, "--view", help="Feature view(s); default all online feature views except label views (market_resolution)."),
+    chunk_days: float = typer.Option(7.0, min=0.001, help="Materialize in windows of at most this many days."),
+) -> None:
+    """What the materialize DAG runs: incremental, reaching back to batches published since the last run."""
+    from features.materialize import materialize_new_batches as run
+
+    with _clear_errors():
+        report = run(_when(end), view or None, chunk=timedelta(days=chunk_days))
+        typer.echo(report.summary())
 
 
 @app.command()
@@ -79,7 +108,8 @@ def historical(
 
     from features.retrieve import historical_features
 
-    frame = historical_features(pd.read_parquet(entities), service)
+    with _clear_errors():
+        frame = historical_features(pd.read_parquet(entities), service)
     frame.to_parquet(out)
     typer.echo(f"wrote {len(frame)} rows x {frame.shape[1]} columns to {out}")
 
@@ -94,6 +124,7 @@ def online(
     """Online features with per-feature status and per-view age (seconds)."""
     from features.retrieve import online_features
 
-    result = online_features(market_id, service, request_ts=_when(at) if at else None)
+    with _clear_errors():
+        result = online_features(market_id, service, request_ts=_when(at) if at else None)
     for title, frame in (("values", result.values), ("status", result.status), ("age_seconds", result.age_seconds)):
         typer.echo(f"== {title}\n{frame.set_index('market_id').T.to_string()}")

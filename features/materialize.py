@@ -52,6 +52,9 @@ class MaterializeReport:
 
 def parse_utc(value: str) -> datetime:
     """An ISO-8601 timestamp with an explicit offset or Z, as UTC; naive input is refused."""
+    if len(value.strip()) <= 10 or value.strip()[10] not in "T t":
+        # Python reads "2024-01-02Z" as a naive midnight (the offset of a bare date is dropped).
+        raise ValueError(f"{value!r} needs a time and an offset, e.g. 2024-01-02T00:00:00Z")
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:

@@ -70,6 +70,30 @@ def _validate(ticks: pd.DataFrame) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+def _check_times(frame: pd.DataFrame, settings: Settings, now: datetime) -> None:
+    """Ingestion's time rules for snapshots: not more than a day ahead, and within the market's lifetime
+    (a known market, at or after created_at, not after resolved_at), by the newest published version."""
+    from ingestion.store import read_published
+
+    ahead = frame["ts"] > pd.Timestamp(now) + pd.Timedelta(days=1)
+    if ahead.any():
+        raise ValueError(f"price ticks: {int(ahead.sum())} tick(s) more than one day in the future "
+                         f"(e.g. {frame.loc[ahead, ['market_id', 'ts']].head(3).to_dict('records')})")
+    versions = read_published(settings.offline_store_dir, "markets", frame["market_id"].unique())
+    current = (versions.sort_values("updated_at").drop_duplicates("market_id", keep="last").set_index("market_id")
+               if not versions.empty else pd.DataFrame(columns=["created_at", "resolved_at"]))
+    known = frame["market_id"].isin(current.index)
+    if not known.all():
+        raise ValueError(f"price ticks: unknown market(s) {sorted(frame.loc[~known, 'market_id'].unique())[:5]} "
+                         "(not in the offline store's markets: ingest the market first)")
+    created = frame["market_id"].map(current["created_at"])
+    resolved = frame["market_id"].map(current["resolved_at"])
+    outside = (frame["ts"] < created) | (resolved.notna() & (frame["ts"] > resolved))
+    if outside.any():
+        raise ValueError(f"price ticks: {int(outside.sum())} tick(s) outside their market's lifetime (before "
+                         f"created_at or after resolved_at; e.g. {frame.loc[outside, ['market_id', 'ts']].head(3).to_dict('records')})")
+
+
 def _batch_id(frame: pd.DataFrame) -> str:
     rows = frame.sort_values(["market_id", "ts"]).astype(str).values.tolist()
     return hashlib.sha256(json.dumps([TABLE, rows]).encode()).hexdigest()[:16]
@@ -133,6 +157,7 @@ def push_price_ticks(
     settings = settings or get_settings()
     frame = _validate(ticks)
     now = datetime.now(timezone.utc)
+    _check_times(frame, settings, now)
     store = store or get_store(settings)
     if to == "online_and_offline":
         write_offline(frame, settings, now)  # first: an online value must never lack its offline record

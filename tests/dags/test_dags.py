@@ -43,6 +43,9 @@ def test_ingest_dag_publishes_a_good_batch_and_fails_on_a_bad_one(airflow_settin
     assert len(commits) == 1
     published = pd.read_parquet(s.offline_store_dir / "price_features")
     assert len(published) == len(pd.read_parquet(raw / "batch-001" / "price_snapshots.parquet"))
+    # The same batch again publishes nothing: the task is skipped, so no offline_store event triggers materialization.
+    again = run_dag_test(s, "ingest_batch.py", {"batch_dir": str(raw / "batch-001"), "assume_utc": False})
+    assert again["tasks"] == {"ingest": "skipped"}, again
 
     # A batch whose prices leave [0, 1] is refused: the run fails and the batch is quarantined whole.
     bad = s.raw_dir / "bad"

@@ -134,3 +134,28 @@ def test_concurrent_calls_in_one_process(store):
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda _: historical_features(rows, SERVICE, store=store), range(4)))
     assert all(r["price"].tolist() == [0.5, 0.4] for r in results)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["materialize", "--start", "2024-01-02T00:00:00Z", "--end", "2024-01-01T00:00:00Z"], "must be before end"),
+    (["materialize", "--start", "2024-01-01T00:00:00", "--end", "2024-01-02T00:00:00Z"], "naive"),
+    (["materialize-incremental", "--end", "2024-01-02Z"], "needs a time and an offset"),
+    (["materialize", "--start", "2024-01-01T00:00:00Z", "--end", "2024-01-02T00:00:00Z", "--view", "nope"], "nope"),
+    (["online", "m1", "--service", "no_such_service", "--at", "2024-01-02T00:00:00Z"], "no_such_service"),
+])
+def test_cli_bad_input_is_one_error_line(applied_repo, monkeypatch, args, message):
+    from typer.testing import CliRunner
+
+    from config.settings import get_settings
+    from features.cli import app
+    from features.store import settings_env
+
+    for name, value in settings_env(applied_repo.settings).items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, args)
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: ") and message in result.output and "Traceback" not in result.output

@@ -233,3 +233,19 @@ def test_new_batches_reach_the_online_store_although_their_events_are_older(tmp_
     # Nothing new published: back to plain incremental, from where the last run ended.
     again = materialize_new_batches(second_end + timedelta(hours=1), settings=settings, store=store)
     assert again.windows["price_features"] == [(second_end, second_end + timedelta(hours=1))]
+
+
+@pytest.mark.parametrize("market_id, ts, message", [
+    ("push_m", "2099-01-01", "more than one day in the future"),
+    ("no_such_market", "2024-01-12", "unknown market"),
+    ("res_done", "2024-02-25", "outside their market's lifetime"),  # resolved 2024-02-20
+    ("push_m", "2023-12-01", "outside their market's lifetime"),    # created 2024-01-01
+])
+def test_push_refuses_ticks_ingestion_would_refuse_by_time(fork, market_id, ts, message):
+    """A future tick would shadow every later write in Redis; a tick after resolution would put a resolved
+    market back online and into the offline store the contract keeps it out of."""
+    settings = fork("sqlite")
+    files = sorted(settings.offline_store_dir.rglob("*.parquet"))
+    with pytest.raises(ValueError, match=message):
+        push_price_ticks(scenario.prices(market_id, [ts], 0.5), settings=settings)
+    assert sorted(settings.offline_store_dir.rglob("*.parquet")) == files  # nothing published
