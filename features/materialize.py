@@ -187,8 +187,9 @@ def materialize_new_batches(
     A batch lands after its events happened, so its rows are older than where each view's last
     materialization ended, and incremental alone never reads them (the materialize DAG, triggered by
     that very batch, would leave it out of the online store). Here each view starts at the earliest
-    event of the committed batches this function has not yet materialized, if that is earlier. Which
-    batches are done is kept in ``<offline store>/_materialized_batches.json``, written after success.
+    event of the committed batches this function has not yet materialized for it, if that is earlier.
+    Which batches are done, per view, is kept in ``<offline store>/_materialized_batches.json``,
+    written after success.
     """
     from config.settings import get_settings
 
@@ -198,13 +199,15 @@ def materialize_new_batches(
     root = settings.offline_store_dir
     done = _materialized_batches(root)
     committed = committed_batches(root)
-    new = sorted(set(committed) - done)
     report = MaterializeReport()
     names = _views(store, views, report)
-    _materialize_from_last_end(store, end, names, chunk, _earliest_events(root, {b: committed[b] for b in new}),
-                               report)
+    # Per view: a call for some views only leaves the others' new batches for a later call.
+    new = {name: sorted(set(committed) - done.get(name, set())) for name in names}
+    earliest = {name: first for name in names
+                if (first := _earliest_events(root, [committed[b] for b in new[name]]).get(name)) is not None}
+    _materialize_from_last_end(store, end, names, chunk, earliest, report)
     report.evicted_resolved = evict_resolved(store, _eviction_time(store, end))
-    _write_materialized_batches(root, done | set(new))
+    _write_materialized_batches(root, {**done, **{name: done.get(name, set()) | set(new[name]) for name in names}})
     return report
 
 
@@ -230,25 +233,28 @@ def _materialize_from_last_end(store: "FeatureStore", end: datetime, names: list
 MATERIALIZED_BATCHES_FILE = "_materialized_batches.json"
 
 
-def _materialized_batches(root: Path) -> set[str]:
+def _materialized_batches(root: Path) -> dict[str, set[str]]:
+    """{feature view: ids of the committed batches materialize_new_batches has read for it}."""
     path = root / MATERIALIZED_BATCHES_FILE
-    return set(json.loads(path.read_text())["batches"]) if path.is_file() else set()
+    if not path.is_file():
+        return {}
+    return {view: set(ids) for view, ids in json.loads(path.read_text())["views"].items()}
 
 
-def _write_materialized_batches(root: Path, batches: set[str]) -> None:
+def _write_materialized_batches(root: Path, done: dict[str, set[str]]) -> None:
     path = root / MATERIALIZED_BATCHES_FILE
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({"batches": sorted(batches)}, indent=0))
+    tmp.write_text(json.dumps({"views": {view: sorted(ids) for view, ids in sorted(done.items())}}, indent=0))
     os.replace(tmp, path)
 
 
-def _earliest_events(root: Path, batches: dict[str, dict]) -> dict[str, datetime]:
-    """{offline table (= feature view name): earliest event time} over the files of `batches`' commit records."""
+def _earliest_events(root: Path, records: list[dict]) -> dict[str, datetime]:
+    """{offline table (= feature view name): earliest event time} over the files of these commit records."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     earliest: dict[str, datetime] = {}
-    for record in batches.values():
+    for record in records:
         for file in record.get("files", []):
             table = file.split("/", 1)[0]
             column = EVENT_TS.get(table)

@@ -228,11 +228,25 @@ def test_new_batches_reach_the_online_store_although_their_events_are_older(tmp_
     # ... and the newest value, as of a day after it.
     read = online_features(["nb_m"], SERVICE, request_ts=datetime(2024, 2, 6, tzinfo=timezone.utc), store=store)
     assert read.values.loc[0, "price"] == 0.35 and read.status.loc[0, "event_type"] == "PRESENT"
-    assert batch in json.loads((settings.offline_store_dir / MATERIALIZED_BATCHES_FILE).read_text())["batches"]
+    done = json.loads((settings.offline_store_dir / MATERIALIZED_BATCHES_FILE).read_text())["views"]
+    assert all(batch in done[view] for view in ("price_features", "poll_features", "market_info"))
 
     # Nothing new published: back to plain incremental, from where the last run ended.
     again = materialize_new_batches(second_end + timedelta(hours=1), settings=settings, store=store)
     assert again.windows["price_features"] == [(second_end, second_end + timedelta(hours=1))]
+
+    # A call for one view leaves the others' new batches to a later call.
+    later = publish(settings.offline_store_dir, {"price_features": scenario.prices("nb_m", ["2024-02-07"], 0.4),
+                                                 "market_info": market_info_rows(markets).assign(question="nb_m v2?")},
+                    "2024-03-10T13:00:00")
+    third_end = second_end + timedelta(hours=2)
+    only_prices = materialize_new_batches(third_end, ["price_features"], settings=settings, store=store)
+    assert only_prices.windows["price_features"][0][0] == scenario.utc("2024-02-07")
+    rest = materialize_new_batches(third_end + timedelta(hours=1), settings=settings, store=store)
+    assert rest.windows["market_info"][0][0] < scenario.utc("2024-02-07")  # market_info still reads the batch
+    assert rest.windows["price_features"][0][0] == third_end  # price_features does not again
+    done = json.loads((settings.offline_store_dir / MATERIALIZED_BATCHES_FILE).read_text())["views"]
+    assert later in done["price_features"] and later in done["market_info"]
 
 
 @pytest.mark.parametrize("market_id, ts, message", [
