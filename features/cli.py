@@ -26,6 +26,17 @@ def _clear_errors():
         raise typer.Exit(2) from None
 
 
+VIEWS = typer.Option(None, "--view", help="Feature view(s); default all online feature views except label views "
+                                        "(market_resolution).")
+CHUNK_DAYS = typer.Option(7.0, min=0.001, help="Materialize in windows of at most this many days.")
+UP_TO = typer.Option(..., help="Materialize up to this time (ISO-8601 with offset or Z).")
+
+
+def _up_to(run, end: str, view: Optional[List[str]], chunk_days: float) -> None:
+    with _clear_errors():
+        typer.echo(run(_when(end), view or None, chunk=timedelta(days=chunk_days)).summary())
+
+
 def _when(value: str) -> datetime:
     from features.materialize import parse_utc
 
@@ -58,8 +69,8 @@ def apply() -> None:
 def materialize(
     start: str = typer.Option(..., help="Window start, ISO-8601 with offset or Z (UTC)."),
     end: str = typer.Option(..., help="Window end (inclusive, as Feast reads it), ISO-8601 with offset or Z."),
-    view: Optional[List[str]] = typer.Option(None, "--view", help="Feature view(s); default all online feature views except label views (market_resolution)."),
-    chunk_days: float = typer.Option(7.0, min=0.001, help="Materialize in windows of at most this many days."),
+    view: Optional[List[str]] = VIEWS,
+    chunk_days: float = CHUNK_DAYS,
 ) -> None:
     """Materialize [start, end] into the online store, window by window."""
     from features.materialize import materialize as run
@@ -71,30 +82,22 @@ def materialize(
 
 @app.command("materialize-incremental")
 def materialize_incremental(
-    end: str = typer.Option(..., help="Materialize up to this time (ISO-8601 with offset or Z)."),
-    view: Optional[List[str]] = typer.Option(None, "--view", help="Feature view(s); default all online feature views except label views (market_resolution)."),
-    chunk_days: float = typer.Option(7.0, min=0.001, help="Materialize in windows of at most this many days."),
+    end: str = UP_TO, view: Optional[List[str]] = VIEWS, chunk_days: float = CHUNK_DAYS,
 ) -> None:
     """Materialize each view from where it last stopped up to END."""
     from features.materialize import materialize_incremental as run
 
-    with _clear_errors():
-        report = run(_when(end), view or None, chunk=timedelta(days=chunk_days))
-        typer.echo(report.summary())
+    _up_to(run, end, view, chunk_days)
 
 
 @app.command("materialize-new-batches")
 def materialize_new_batches(
-    end: str = typer.Option(..., help="Materialize up to this time (ISO-8601 with offset or Z)."),
-    view: Optional[List[str]] = typer.Option(None, "--view", help="Feature view(s); default all online feature views except label views (market_resolution)."),
-    chunk_days: float = typer.Option(7.0, min=0.001, help="Materialize in windows of at most this many days."),
+    end: str = UP_TO, view: Optional[List[str]] = VIEWS, chunk_days: float = CHUNK_DAYS,
 ) -> None:
     """What the materialize DAG runs: incremental, reaching back to batches published since the last run."""
     from features.materialize import materialize_new_batches as run
 
-    with _clear_errors():
-        report = run(_when(end), view or None, chunk=timedelta(days=chunk_days))
-        typer.echo(report.summary())
+    _up_to(run, end, view, chunk_days)
 
 
 @app.command()
