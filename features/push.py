@@ -73,6 +73,7 @@ def _validate(ticks: pd.DataFrame) -> pd.DataFrame:
 def _check_times(frame: pd.DataFrame, settings: Settings, now: datetime) -> None:
     """Ingestion's time rules for snapshots: not more than a day ahead, and within the market's lifetime
     (a known market, at or after created_at, not after resolved_at), by the newest published version."""
+    from ingestion.contract import current_versions
     from ingestion.store import read_published
 
     ahead = frame["ts"] > pd.Timestamp(now) + pd.Timedelta(days=1)
@@ -80,8 +81,7 @@ def _check_times(frame: pd.DataFrame, settings: Settings, now: datetime) -> None
         raise ValueError(f"price ticks: {int(ahead.sum())} tick(s) more than one day in the future "
                          f"(e.g. {frame.loc[ahead, ['market_id', 'ts']].head(3).to_dict('records')})")
     versions = read_published(settings.offline_store_dir, "markets", frame["market_id"].unique())
-    current = (versions.sort_values("updated_at").drop_duplicates("market_id", keep="last").set_index("market_id")
-               if not versions.empty else pd.DataFrame(columns=["created_at", "resolved_at"]))
+    current = current_versions(versions)
     known = frame["market_id"].isin(current.index)
     if not known.all():
         raise ValueError(f"price ticks: unknown market(s) {sorted(frame.loc[~known, 'market_id'].unique())[:5]} "
