@@ -138,6 +138,11 @@ def materialize(
     return report
 
 
+def _as_utc(moment: datetime) -> datetime:
+    """A registry or Parquet time as aware UTC (Feast and pyarrow may hand back naive UTC values)."""
+    return moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
 def _eviction_time(store: "FeatureStore", end: datetime) -> datetime:
     """The time resolved markets are evicted as of: `end`, or the latest end any view was materialized to.
 
@@ -148,8 +153,7 @@ def _eviction_time(store: "FeatureStore", end: datetime) -> datetime:
     for view in store.list_feature_views():
         seen = view.most_recent_end_time
         if seen is not None and not is_label_view(view):
-            seen = seen.astimezone(timezone.utc) if seen.tzinfo else seen.replace(tzinfo=timezone.utc)
-            latest = max(latest, seen)
+            latest = max(latest, _as_utc(seen))
     return latest
 
 
@@ -221,7 +225,7 @@ def _materialize_from_last_end(store: "FeatureStore", end: datetime, names: list
             if not view.ttl:
                 raise ValueError(f"feature view {name} was never materialized and has no TTL: use materialize(start, end)")
             start = end - view.ttl
-        start = start.astimezone(timezone.utc) if start.tzinfo else start.replace(tzinfo=timezone.utc)
+        start = _as_utc(start)
         if name in earliest:
             start = min(start, earliest[name])
         for window_start, window_end in split_window(start, end, chunk):
@@ -262,6 +266,6 @@ def _earliest_events(root: Path, records: list[dict]) -> dict[str, datetime]:
                 continue
             first = pc.min(pq.read_table(root / file, columns=[column]).column(column)).as_py()
             if first is not None:
-                first = first.astimezone(timezone.utc) if first.tzinfo else first.replace(tzinfo=timezone.utc)
+                first = _as_utc(first)
                 earliest[table] = min(earliest.get(table, first), first)
     return earliest
