@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 .PHONY: venv dev demo test lock bench docs clean help
 
 help:
-	@echo "make demo   - create .venv, install, generate -> ingest -> show (embedded defaults, no server)"
+	@echo "make demo   - create .venv, install, then generate -> ingest -> train -> serve -> monitor (embedded defaults, no server)"
 	@echo "make test   - install test tools and run the whole suite (starts its own Redis/PostgreSQL)"
 	@echo "make lock   - recompile requirements*.txt from requirements*.in"
 	@echo "make bench  - run the benchmarks in bench/ (JSON to bench/results/)"

@@ -5,6 +5,10 @@ The run is tracked in MLflow (params, metrics, artifacts, lineage); the new vers
 ``challenger`` alias, and ``champion`` only through the promotion gates in ``training.registry``.
 A model that fails a gate leaves the task green (the platform worked) with the verdicts in the
 return value and on the model version; a training error fails the task.
+
+The training set is built as of the run's data interval end (the cron tick, or the time of the
+retraining request), unless the ``as_of`` param says otherwise: re-running or backfilling a run
+rebuilds the same training set. The champion at that moment is recorded as ``parent_version``.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from pipeline_assets import RETRAIN_REQUEST
     catchup=False,
     max_active_runs=1,
     params={
-        "as_of": Param(None, type=["null", "string"], description="Rebuild the training set as of this UTC time."),
+        "as_of": Param(None, type=["null", "string"],
+                       description="Build the training set as of this UTC time (default: the run's data interval end)."),
         "seed": Param(0, type="integer"),
         "promote": Param(True, type="boolean", description="Promote to champion if every gate passes."),
     },
@@ -33,13 +38,12 @@ from pipeline_assets import RETRAIN_REQUEST
 )
 def train_model():
     @task
-    def train(params: dict | None = None) -> dict:
+    def train(params: dict | None = None, data_interval_end=None) -> dict:
         from config.settings import get_settings
-        from training.pipeline import ModelSpec
-        from training.train import TrainConfig, train as run
+        from training.train import retrain
 
-        result = run(get_settings(), as_of=params["as_of"], config=TrainConfig(spec=ModelSpec(seed=params["seed"])),
-                     promote_if_passed=bool(params["promote"]))
+        as_of = params["as_of"] or (data_interval_end.isoformat() if data_interval_end is not None else None)
+        result = retrain(get_settings(), as_of, seed=params["seed"], promote_if_passed=bool(params["promote"]))
         return {"passed": result.passed, "summary": result.to_text()}
 
     train()

@@ -72,7 +72,7 @@ def materialize(
     view: Optional[List[str]] = VIEWS,
     chunk_days: float = CHUNK_DAYS,
 ) -> None:
-    """Materialize [start, end] into the online store, window by window."""
+    """Materialize the window from START to END (both included) into the online store, window by window."""
     from features.materialize import materialize as run
 
     with _clear_errors():

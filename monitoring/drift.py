@@ -22,11 +22,14 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from monitoring.reference import category_counts, effective_n, group_codes, numeric_values
+from monitoring.reference import MISSING_CATEGORY, category_counts, effective_n, group_codes, numeric_values
 
 SEVERITIES = ("none", "moderate", "high")
 SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 UNSEEN_CATEGORY = "__unseen__"
+# A feature with no value in the window (not logged at all, or null in every row) is a serving /
+# feature-pipeline fault, not drift: reported as missing, never a reason to retrain.
+MISSING_FEATURE_STATUSES = ("absent_from_log", "all_missing")
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,8 @@ def numeric_drift(current: Any, ref: dict[str, Any], ref_n_effective: int, alpha
                               "reference_missing_fraction": ref["missing_fraction"]}
     if n_total == 0:
         return {**result, "status": "no_data", "severity": "none"}
+    if n == 0 and ref["missing_fraction"] < 1.0:
+        return {**result, "status": "all_missing", "severity": "high"}
 
     edges = np.asarray(ref["edges"], dtype=np.float64)
     ref_mf = ref["missing_fraction"]
@@ -233,6 +238,8 @@ def categorical_drift(current: Any, ref: dict[str, Any], alpha_per_test: float,
     if n == 0:
         return {**result, "status": "no_data", "severity": "none"}
     ref_freq: dict[str, float] = ref["frequencies"]
+    if count_of.get(MISSING_CATEGORY, 0) == n and ref_freq.get(MISSING_CATEGORY, 0.0) < 1.0:
+        return {**result, "status": "all_missing", "severity": "high"}
     known = list(ref_freq)
     unseen = {c: k for c, k in count_of.items() if c not in ref_freq}
     cur_counts = np.array([count_of.get(c, 0) for c in known] + [sum(unseen.values())], dtype=np.float64)

@@ -37,7 +37,10 @@ def parse_window(text: str) -> timedelta:
     m = _WINDOW.match(text)
     if not m or int(m.group(1)) == 0:
         raise ValueError(f"window {text!r}: expected a positive integer followed by m, h, d or w (e.g. 7d)")
-    return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+    try:
+        return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+    except OverflowError:
+        raise ValueError(f"window {text!r} is too long") from None
 
 
 def partitions(log_dir: Path, start: datetime, end: datetime) -> list[Path]:
@@ -87,16 +90,23 @@ def read_window(log_dir: Path, start: datetime, end: datetime,
         raise ValueError("window bounds must be timezone-aware (UTC)")
     tables = []
     for f in partitions(log_dir, start, end):
-        schema = pq.read_schema(f)
+        try:
+            schema = pq.read_schema(f)
+        except (pa.ArrowException, OSError) as exc:
+            raise PredictionLogError(f"{f}: not a readable Parquet file ({exc})") from None
         _check_schema(f, schema)
         wanted, dictionary = None, None
         if columns is not None:
             wanted = [*MONITORED_COLUMNS, *(c for c in columns if c in schema.names and c not in MONITORED_COLUMNS)]
             dictionary = [c for c in wanted if c in DICTIONARY_COLUMNS or pa.types.is_string(schema.field(c).type)
                           or pa.types.is_large_string(schema.field(c).type)]
-        t = pq.read_table(f, columns=wanted, read_dictionary=dictionary)
+        try:
+            t = pq.read_table(f, columns=wanted, read_dictionary=dictionary)
+        except (pa.ArrowException, OSError) as exc:
+            raise PredictionLogError(f"{f}: not a readable Parquet file ({exc})") from None
+        # To microseconds (serving's unit); finer units (pandas' ns) are truncated, not refused.
         t = t.set_column(t.schema.get_field_index("logged_at"), "logged_at",
-                         t.column("logged_at").cast(pa.timestamp("us", tz="UTC")))
+                         t.column("logged_at").cast(pa.timestamp("us", tz="UTC"), safe=False))
         ts = t.column("logged_at")
         t = t.filter(pc.and_(pc.greater_equal(ts, pa.scalar(start, pa.timestamp("us", tz="UTC"))),
                              pc.less(ts, pa.scalar(end, pa.timestamp("us", tz="UTC")))))

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
@@ -266,13 +264,9 @@ def validate_profile(profile: dict[str, Any], source: str = "profile") -> dict[s
 
 def save_profile(profile: dict[str, Any], path: Path | str) -> Path:
     """Write the profile as JSON atomically (a reader never sees half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(profile, f, allow_nan=False)
-    os.replace(tmp, path)
-    return path
+    from monitoring.report import atomic_write_text
+
+    return atomic_write_text(Path(path), json.dumps(profile, allow_nan=False))
 
 
 def load_profile(path: Path | str) -> dict[str, Any]:

@@ -13,20 +13,42 @@ import json
 import math
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
-from monitoring.drift import SEVERITY_RANK
+from monitoring.drift import MISSING_FEATURE_STATUSES, SEVERITY_RANK
 
 RETRAIN_REQUEST_SCHEMA_VERSION = 1
 
 
+def _umask() -> int:
+    with _UMASK_LOCK:  # os.umask can only be read by setting it
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+_UMASK_LOCK = threading.Lock()
+
+
 def atomic_write_text(path: Path, text: str) -> Path:
+    """Write ``text`` to a temp file beside ``path``, then rename it into place.
+
+    The file gets the mode a plain ``open()`` would give it (0666 minus the umask), not mkstemp's
+    0600: the Prometheus textfile collector and retraining pollers usually run as another user.
+    A failed write leaves no temp file behind.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -62,9 +84,12 @@ def findings(result: dict[str, Any]) -> list[dict[str, Any]]:
         if f["severity"] == "none":
             continue
         kind = "prediction_drift" if f["feature"] == "prediction" else "feature_drift"
-        if f["status"] == "absent_from_log":  # a serving / logging fault, not drift: no retraining
+        if f["status"] in MISSING_FEATURE_STATUSES:  # a serving / logging fault, not drift: no retraining
             kind = "missing_feature"
-            msg = f"feature {f['feature']!r} of the reference profile is absent from the prediction log"
+            msg = (f"feature {f['feature']!r} of the reference profile is absent from the prediction log"
+                   if f["status"] == "absent_from_log" else
+                   f"feature {f['feature']!r} is null in every one of the window's {f['n']} predictions "
+                   "(expired or unmaterialized features?)")
         else:
             stats = {k: f[k] for k in ("psi", "wasserstein_scaled", "ks_statistic", "js_distance", "p_value")
                      if k in f}

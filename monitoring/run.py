@@ -20,6 +20,11 @@ if TYPE_CHECKING:
     from config.settings import Settings
 
 
+# Freshness and skew read the online store, which holds current values: only for a window ending
+# at most this long ago (a daily run shortly after midnight), never for a backfill of an old window.
+ONLINE_CHECKS_MAX_LAG = timedelta(days=1)
+
+
 @dataclass
 class RunOutputs:
     result: dict[str, Any]
@@ -38,6 +43,8 @@ class RunOutputs:
                  f"{r.get('n_predictions', 0)} predictions in {r['window']['start']} .. {r['window']['end']}"]
         for f in self.findings:
             lines.append(f"  [{f['severity']}] {f['kind']} {f['subject']}: {f['message']}")
+        if r.get("freshness", {}).get("status") == "skipped":
+            lines.append(f"  freshness and skew not checked: {r['freshness']['reason']}")
         for label, p in (("report", self.html_path), ("json", self.json_path), ("metrics", self.prom_path),
                          ("alerts", self.alerts_path), ("retrain request", self.retrain_request_path)):
             if p:
@@ -84,11 +91,9 @@ def write_outputs(result: dict[str, Any], settings: "Settings", log_to_mlflow: b
     out = RunOutputs(result=result, findings=found)
     reasons = report.needs_retraining(result, found)
     run_dir = settings.reports_dir / "monitoring" / result["run_id"]
+    request_path = settings.data_dir / "retrain_requests" / f"{result['run_id']}.json"
     if reasons:
-        out.retrain_request_path = settings.data_dir / "retrain_requests" / f"{result['run_id']}.json"
-        result["retrain_request"] = str(out.retrain_request_path)
-        request = report.retrain_request(result, reasons, run_dir / "report.json")
-        report.atomic_write_text(out.retrain_request_path, json.dumps(request, indent=2))
+        result["retrain_request"] = str(request_path)
     out.json_path = report.atomic_write_text(run_dir / "report.json", report.to_json(result))
     out.html_path = report.atomic_write_text(run_dir / "report.html", report.html_report(result, found))
     if found:
@@ -102,6 +107,11 @@ def write_outputs(result: dict[str, Any], settings: "Settings", log_to_mlflow: b
         from monitoring.registry_io import log_monitoring_run
 
         out.mlflow_run_id = log_monitoring_run(settings, result, out.files)
+    if reasons:
+        # Last: whoever polls retrain_requests/ finds the report it points to, and a run that
+        # failed on the way files no request.
+        request = report.retrain_request(result, reasons, out.json_path)
+        out.retrain_request_path = report.atomic_write_text(request_path, json.dumps(request, indent=2))
     return out
 
 
@@ -121,10 +131,14 @@ def run_monitoring(settings: "Settings", profile: dict[str, Any], window: timede
     With ``feature_service``, the Feast checks run too (features.retrieve): online freshness and
     training-serving skew for the window's markets, both at the window end.
     """
-    end = end or datetime.now(timezone.utc)
+    now = datetime.now(timezone.utc)
+    end = end or now
     if end.tzinfo is None:
         raise ValueError("end must be timezone-aware (UTC)")
-    start = end - window
+    try:
+        start = end - window
+    except OverflowError:
+        raise ValueError(f"window of {window} before {end.isoformat()} reaches before year 1") from None
     feature_cols = [FEATURE_PREFIX + n for n in [*profile["numeric"], *profile["categorical"]]]
     df = read_window(log_dir or settings.prediction_log_dir, start, end, columns=feature_cols)
     counts: dict[str, int] = {}
@@ -136,6 +150,8 @@ def run_monitoring(settings: "Settings", profile: dict[str, Any], window: timede
             keep &= df["model_version"].astype(str) == str(model_version)
         df = df[keep].reset_index(drop=True)
         versions = sorted(df["model_version"].astype(str).unique())
+        if model_version is None and len(versions) == 1:
+            model_version = versions[0]  # the one model the window holds: named in the report and request
         if model_version is None and len(versions) > 1:
             # One profile describes one model: scoring several versions against it would call
             # a change of model drift (and hide drift of either). Training's profiles carry no
@@ -145,7 +161,14 @@ def run_monitoring(settings: "Settings", profile: dict[str, Any], window: timede
                              "reference profile says which one to monitor; give --model-version")
     outcomes = load_outcomes(settings.offline_store_dir) if (settings.offline_store_dir / "markets").is_dir() else None
     result = compute(df, profile, start, end, outcomes, thresholds, model_name, model_version, counts)
-    if feature_service is not None and len(df):
+    if feature_service is not None and len(df) and now - end > ONLINE_CHECKS_MAX_LAG:
+        # The online store holds today's values only: checked "as of" an older end, every value would
+        # look fresh and differ from the offline join (a backfill or re-run of an old window).
+        skipped = {"status": "skipped", "findings": [],
+                   "reason": f"window end {end.isoformat()} is more than {ONLINE_CHECKS_MAX_LAG} before now; "
+                             "the online store only holds current values"}
+        result["freshness"], result["skew"] = skipped, dict(skipped)
+    elif feature_service is not None and len(df):
         from monitoring.feature_checks import freshness, training_serving_skew
 
         markets = df["market_id"].astype(str).unique().tolist()

@@ -105,6 +105,18 @@ def aliases(settings: "Settings", name: str) -> dict[str, str]:
     return {alias: str(v) for alias, v in client(settings).get_registered_model(name).aliases.items()}
 
 
+def champion_version(settings: "Settings", name: str | None = None) -> str | None:
+    """The version ``champion`` points at; None without a champion or before any model is registered."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return aliases(settings, name or settings.model_name).get(CHAMPION)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":  # only "no registered model yet" means no champion
+            raise
+        return None
+
+
 # ---------------------------------------------------------------- loading
 
 @dataclass

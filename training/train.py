@@ -88,16 +88,9 @@ def champion_brier(settings: "Settings", valid: pd.DataFrame) -> tuple[dict | No
     """The current champion's row- and market-weighted Brier on these validation rows
     (None if there is no champion)."""
     from training.evaluate import brier
-    from training.registry import CHAMPION, aliases, load_verified_model
+    from training.registry import CHAMPION, champion_version, load_verified_model
 
-    from mlflow.exceptions import MlflowException
-
-    try:
-        if CHAMPION not in aliases(settings, settings.model_name):
-            return None, None
-    except MlflowException as exc:
-        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":  # only "no registered model yet" means no champion
-            raise
+    if champion_version(settings) is None:
         return None, None
     champ = load_verified_model(settings.model_name, CHAMPION, settings)  # a tampered champion is an error
     missing = [c for c in champ.feature_names if c not in valid.columns]
@@ -253,3 +246,14 @@ def train(settings: "Settings", as_of: str | pd.Timestamp | None = None, config:
             new_aliases = [registry.CHAMPION]
     return TrainResult(run_id=run.info.run_id, version=version, metrics=metrics, verdicts=verdicts,
                        aliases=new_aliases, training_set_hash=ts.content_hash)
+
+
+def retrain(settings: "Settings", as_of: str | pd.Timestamp | None, seed: int = 0,
+            promote_if_passed: bool = True) -> TrainResult:
+    """A scheduled retraining (the ``train_model`` DAG): train as of ``as_of`` (the run's data interval
+    end, so a backfilled or re-run week rebuilds the same training set) and record the current
+    champion, the model this run retrains, as its ``parent_version``."""
+    from training.registry import champion_version
+
+    return train(settings, as_of=as_of, config=TrainConfig(spec=ModelSpec(seed=seed)),
+                 promote_if_passed=promote_if_passed, parent_version=champion_version(settings))

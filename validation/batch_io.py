@@ -18,11 +18,20 @@ class BatchReadError(ValueError):
 
 
 def read_parquet_batch(batch_dir: Path) -> dict[str, pd.DataFrame]:
+    """The batch's tables as the gate gets them from ingestion (``outcome`` stays a nullable Int8)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # markets.outcome is int8 with nulls for open markets: plain to_pandas would make it float64.
+    nullable_ints = {pa.int8(): pd.Int8Dtype()}.get
     tables: dict[str, pd.DataFrame] = {}
     for table in TABLES:
         parquet, csv = batch_dir / f"{table}.parquet", batch_dir / f"{table}.csv"
         if parquet.is_file():
-            tables[table] = pd.read_parquet(parquet)
+            try:
+                tables[table] = pq.read_table(parquet).to_pandas(types_mapper=nullable_ints)
+            except (pa.ArrowException, OSError) as exc:
+                raise BatchReadError(f"{parquet}: not a readable Parquet file ({exc})") from None
         elif csv.is_file():
             raise BatchReadError(f"{csv}: CSV is typed by ingestion; run `python -m ingestion ingest {batch_dir}` "
                                  "(it calls this gate) or convert the batch to Parquet")

@@ -30,10 +30,15 @@ def validate(
     as_json: bool = typer.Option(False, "--json", help="Print the GateResult as JSON."),
 ) -> None:
     """Run the batch checkpoints on a typed Parquet batch; exit 1 if it would be refused."""
-    from validation.batch_io import read_parquet_batch
+    from validation.batch_io import BatchReadError, read_parquet_batch
     from validation.gate import run_batch_checkpoint
 
-    result = run_batch_checkpoint(read_parquet_batch(batch_dir), batch_id or batch_dir.name)
+    try:
+        tables = read_parquet_batch(batch_dir)
+    except BatchReadError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    result = run_batch_checkpoint(tables, batch_id or batch_dir.name)
     typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.to_text())
     raise typer.Exit(code=0 if result.success else 1)
 

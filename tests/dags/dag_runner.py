@@ -34,13 +34,17 @@ def migrate(settings: Settings) -> None:
 
 RUN_SCRIPT = r"""
 import json, sys
+from datetime import datetime
 from airflow.dag_processing.dagbag import DagBag
 bag = DagBag(dag_folder=sys.argv[1])
 assert not bag.import_errors, bag.import_errors
 (dag,) = bag.dags.values()
-run = dag.test(run_conf=json.loads(sys.argv[2]))
+when = {"logical_date": datetime.fromisoformat(sys.argv[3])} if len(sys.argv) > 3 else {}
+run = dag.test(run_conf=json.loads(sys.argv[2]), **when)
 states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
-print("RESULT " + json.dumps({"state": str(run.state), "tasks": states}))
+end = run.data_interval_end
+print("RESULT " + json.dumps({"state": str(run.state), "tasks": states,
+                              "data_interval_end": end.isoformat() if end is not None else None}))
 """
 
 
@@ -50,12 +54,17 @@ def _run_script(settings: Settings, script: str, args: list[str], what: str, tim
                           capture_output=True, text=True, timeout=timeout)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert lines, f"{what} produced no result (rc={proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return json.loads(lines[-1][len("RESULT "):])
+    result = json.loads(lines[-1][len("RESULT "):])
+    if result.get("state") not in (None, "success"):
+        result["output_tail"] = (proc.stdout[-4000:] + "\n" + proc.stderr[-4000:]).strip()  # why it failed
+    return result
 
 
-def run_dag_test(settings: Settings, dag_file: str, conf: dict) -> dict:
-    """`dag.test()` of one DAG file; returns {"state": ..., "tasks": {task_id: state}}."""
-    return _run_script(settings, RUN_SCRIPT, [str(DAGS_DIR / dag_file), json.dumps(conf)], "dag.test()", 600)
+def run_dag_test(settings: Settings, dag_file: str, conf: dict, logical_date: str | None = None) -> dict:
+    """`dag.test()` of one DAG file (at ``logical_date``, ISO with offset, if given; else now);
+    returns {"state": ..., "tasks": {task_id: state}, "data_interval_end": ISO or None}."""
+    args = [str(DAGS_DIR / dag_file), json.dumps(conf)] + ([logical_date] if logical_date else [])
+    return _run_script(settings, RUN_SCRIPT, args, "dag.test()", 600)
 
 
 PARSE_SCRIPT = r"""

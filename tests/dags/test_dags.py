@@ -96,3 +96,56 @@ def test_materialize_dag_puts_a_freshly_ingested_batch_online(airflow_settings):
     assert (read.status["price"] != "NOT_FOUND").all(), read.status
     stored = read.values.set_index("market_id")["price"].dropna()
     assert len(stored) > 0 and (stored == newest.loc[stored.index, "price"]).all()
+
+
+@pytest.mark.slow
+def test_monitor_and_train_dags_work_as_of_their_data_interval(airflow_settings):
+    """Both DAGs take their time from the run, not the wall clock: a run for a past day monitors that
+    day's window and trains on the data as of then (re-runs and backfills give the same answer)."""
+    from datetime import datetime, timezone
+
+    from features.materialize import materialize
+    from features.store import apply
+    from ingestion.ingest import ingest_batch
+    from ingestion.simulate import SimulationConfig, generate
+    from monitoring.replay import replay_predictions
+    from training.registry import GateLimits, champion_version, client
+    from training.train import train
+
+    s = airflow_settings
+    raw = s.raw_dir / "sim"
+    generate(SimulationConfig(n_markets=250, start=datetime(2024, 1, 1).date(), end=datetime(2024, 4, 1).date(),
+                              seed=11, n_batches=2, fmt="parquet", drift_start=None), raw, progress=False)
+    for batch in sorted(raw.glob("batch-*")):
+        assert ingest_batch(batch).accepted
+    apply(s)
+    materialize(datetime(2024, 1, 1, tzinfo=timezone.utc), datetime(2024, 4, 1, tzinfo=timezone.utc), settings=s)
+    # A champion to monitor (limits relaxed: model quality is the training tests' job).
+    first = train(s, limits=GateLimits(max_ece=0.5, min_roc_auc=0.5, min_brier_skill=-1.0, max_train_valid_gap=1.0),
+                  promote_if_passed=True)
+    assert champion_version(s) == first.version
+    # What serving would have logged in March 2024 (the test's own prediction log).
+    replay_predictions(s, datetime(2024, 3, 1, tzinfo=timezone.utc), datetime(2024, 4, 1, tzinfo=timezone.utc),
+                       log_dir=s.prediction_log_dir)
+    logged = pd.read_parquet(s.prediction_log_dir)
+
+    monitored = run_dag_test(s, "monitor_model.py", {"window": "7d"}, logical_date="2024-03-20T12:00:00+00:00")
+    assert monitored["state"] == "success", monitored
+    end = pd.Timestamp(monitored["data_interval_end"])
+    assert end.year == 2024, monitored  # dag.test's interval for that logical date, whatever its exact bounds
+    (report,) = (s.reports_dir / "monitoring").glob("*/report.json")
+    result = json.loads(report.read_text())
+    assert result["window"] == {"start": (end - pd.Timedelta(days=7)).isoformat(), "end": end.isoformat()}
+    at = pd.to_datetime(logged["logged_at"], utc=True)
+    assert result["n_predictions"] == int(((at >= end - pd.Timedelta(days=7)) & (at < end)).sum()) > 0
+
+    # Training as of a past instant sees only what was published by then; everything here was published
+    # during this test, so the run's instant is a moment ago (not the wall clock when the task runs).
+    as_of = pd.Timestamp.now(tz="UTC").floor("s")
+    trained = run_dag_test(s, "train_model.py", {}, logical_date=as_of.isoformat())
+    assert trained["state"] == "success", trained
+    (latest,) = client(s).search_model_versions(f"name='{s.model_name}'", order_by=["version_number DESC"],
+                                                max_results=1)
+    assert latest.version != first.version
+    assert latest.tags["as_of"] == as_of.isoformat()
+    assert latest.tags["parent_version"] == first.version

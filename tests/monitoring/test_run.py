@@ -29,10 +29,14 @@ def make_profile(rng: np.random.Generator, model_version: str | None = "1") -> d
                                    model_version=model_version, groups=val["market_id"])
 
 
-def write_window(settings, rng: np.random.Generator, drift: bool, n_markets: int = 300) -> pd.DataFrame:
-    """A 7-day window of champion predictions; with ``drift``, one feature shifts and predictions lose calibration."""
+def write_window(settings, rng: np.random.Generator, drift: bool, n_markets: int = 300,
+                 null_features: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A 7-day window of champion predictions; with ``drift``, one feature shifts and predictions lose
+    calibration; ``null_features`` are logged as null in every row."""
     m = syn.calibrated_markets(n_markets, 10, rng)
     feats = syn.features(len(m), rng, shift=0.8 if drift else 0.0, shifted=("price_change_1d",))
+    for name in null_features:
+        feats[name] = None
     p = syn.shrink_toward_half(m["q"].to_numpy(), 0.2) if drift else m["q"].to_numpy()
     df = syn.log_frame(feats, p, m["market_id"].to_numpy(), syn.T0, timedelta(days=7), rng)
     # Rows that are not the monitored model's: must be counted but not scored.
@@ -97,7 +101,7 @@ def test_quiet_window_raises_nothing(settings):
     assert out.result["severity"] == "none", out.to_text()
     assert out.findings == [] and out.alerts_path is None and out.retrain_request_path is None
     assert not (settings.data_dir / "retrain_requests").exists()
-    assert parse_prom(out.prom_path.read_text())['pm_monitoring_retrain_requested{model_version=""}'] == 0
+    assert parse_prom(out.prom_path.read_text())['pm_monitoring_retrain_requested{model_version="1"}'] == 0  # the one version the window holds
 
 
 def test_window_without_predictions_is_reported(settings):
@@ -241,3 +245,90 @@ def test_profile_inside_the_model_artifact_is_sha_checked(settings):
     assert got == json.loads(json.dumps(profile)) and version == str(good.version)
     with pytest.raises(TamperedArtifactError, match="does not match"):
         fetch_reference_profile(settings, str(bad.version))
+
+
+@pytest.mark.slow  # renders the HTML report (matplotlib)
+def test_a_feature_null_in_every_row_is_a_missing_feature_not_a_reason_to_retrain(settings):
+    """What serving logs when a view's values expired (stopped materialization): a pipeline fault,
+    reported like a feature absent from the log, never filed as drift for retraining."""
+    rng = np.random.default_rng(22)
+    profile = make_profile(rng)
+    numeric, categorical = NUMERIC[0], syn.CATEGORICAL[0]
+    write_window(settings, rng, drift=False, null_features=(numeric, categorical))
+    out = run_monitoring(settings, profile, timedelta(days=7), end=END, log_to_mlflow=False)
+    kinds = {(f["kind"], f["subject"]): f["severity"] for f in out.findings}
+    assert kinds == {("missing_feature", numeric): "high", ("missing_feature", categorical): "high"}, kinds
+    assert "null in every one" in " ".join(f["message"] for f in out.findings)
+    assert out.retrain_request_path is None and not (settings.data_dir / "retrain_requests").exists()
+
+
+@pytest.mark.slow  # renders the HTML report (matplotlib)
+def test_outputs_are_readable_by_other_users_and_the_request_is_filed_last(settings, monkeypatch):
+    """The Prometheus textfile collector and a retraining poller usually run as other users (mkstemp's
+    0600 would hide every file from them); the request appears only once its report exists, and a run
+    that fails on the way files none."""
+    import os
+    import stat
+
+    from monitoring import report
+
+    rng = np.random.default_rng(21)
+    profile = make_profile(rng)
+    write_window(settings, rng, drift=True)
+    old_umask = os.umask(0o022)
+    try:
+        render = report.html_report
+        monkeypatch.setattr(report, "html_report", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+        with pytest.raises(OSError, match="disk full"):
+            run_monitoring(settings, profile, timedelta(days=7), end=END, model_version="1", log_to_mlflow=False)
+        requests = settings.data_dir / "retrain_requests"
+        assert not requests.exists() or list(requests.iterdir()) == []
+        monkeypatch.setattr(report, "html_report", render)
+        out = run_monitoring(settings, profile, timedelta(days=7), end=END, model_version="1", log_to_mlflow=False)
+    finally:
+        os.umask(old_umask)
+    assert out.retrain_request_path is not None
+    assert json.loads(out.retrain_request_path.read_text())["report"] == str(out.json_path)
+    for path in (out.json_path, out.html_path, out.alerts_path, out.prom_path, out.retrain_request_path):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+    leftovers = [p.name for p in (settings.reports_dir / "monitoring").rglob(".*.tmp")]
+    assert leftovers == [], leftovers  # the failed run's temp file was removed too
+
+
+def test_feast_checks_are_skipped_for_a_window_that_ended_long_ago(settings):
+    """The online store holds current values only: freshness and skew "as of" a 2024 window end would
+    read today's values as fresh and as skewed. (No Feast repo is applied here: calling it would fail.)"""
+    rng = np.random.default_rng(23)
+    profile = make_profile(rng)
+    write_window(settings, rng, drift=False)
+    out = run_monitoring(settings, profile, timedelta(days=7), end=END, log_to_mlflow=False,
+                         feature_service="market_forecaster_v1")
+    for kind in ("freshness", "skew"):
+        assert out.result[kind]["status"] == "skipped" and out.result[kind]["findings"] == []
+    assert "freshness and skew not checked" in out.to_text()
+
+
+def test_log_timestamps_in_nanoseconds_are_read_and_an_unreadable_part_file_is_named(settings):
+    from monitoring.prediction_log import PredictionLogError, read_window
+
+    rng = np.random.default_rng(24)
+    feats = syn.features(50, rng)
+    df = syn.log_frame(feats, np.full(50, 0.5), np.array([f"m{i}" for i in range(50)]), syn.T0,
+                       timedelta(hours=1), rng)
+    df["logged_at"] = df["logged_at"].astype("datetime64[ns, UTC]") + pd.Timedelta(nanoseconds=7)
+    write_log(df, settings.prediction_log_dir)
+    read = read_window(settings.prediction_log_dir, syn.T0, syn.T0 + timedelta(days=1))
+    assert len(read) == 50
+    corrupt = next(settings.prediction_log_dir.glob("date=*")) / "part-corrupt.parquet"
+    corrupt.write_bytes(b"")
+    with pytest.raises(PredictionLogError, match="part-corrupt.parquet"):
+        read_window(settings.prediction_log_dir, syn.T0, syn.T0 + timedelta(days=1))
+
+
+def test_cli_refuses_a_window_too_long_in_one_line(settings, tmp_path):
+    profile = tmp_path / "profile.json"
+    save_profile(make_profile(np.random.default_rng(25)), profile)
+    for window in ("3000000d", "99999999999w"):
+        out = expected_error(CliRunner().invoke(app, ["run", "--window", window, "--reference", str(profile),
+                                                      "--no-mlflow"]))
+        assert "too long" in out or "before year 1" in out

@@ -117,6 +117,38 @@ def test_validate_command_on_parquet_batch(gate_settings, tmp_path: Path, monkey
     assert "Data Docs:" in result.output
 
 
+def test_validate_command_passes_a_simulator_batch_and_refuses_csv_in_one_line(gate_settings, tmp_path: Path,
+                                                                              monkeypatch) -> None:
+    """The simulator's Parquet has no pandas metadata: an int8 outcome with nulls (open markets) must stay
+    Int8 (as ingestion hands it to the gate), not become float64; a CSV batch is one `error:` line."""
+    from datetime import date
+
+    from typer.testing import CliRunner
+
+    from config.settings import get_settings
+    from ingestion.simulate import SimulationConfig, generate
+    from validation.cli import app
+
+    generate(SimulationConfig(n_markets=40, start=date(2024, 1, 1), end=date(2024, 3, 1), seed=4, n_batches=1,
+                              fmt="parquet", drift_start=None), tmp_path / "sim", progress=False)
+    csv_batch = tmp_path / "csv"
+    generate(SimulationConfig(n_markets=10, start=date(2024, 1, 1), end=date(2024, 2, 1), seed=4, n_batches=1,
+                              fmt="csv", drift_start=None), csv_batch, progress=False)
+    batch = tmp_path / "sim" / "batch-001"
+    assert pd.read_parquet(batch / "markets.parquet")["outcome"].isna().any(), "some markets must be open"
+    monkeypatch.setenv("PM_DATA_DIR", str(gate_settings.data_dir))
+    get_settings.cache_clear()
+    try:
+        passed = CliRunner().invoke(app, ["validate", str(batch)])
+        csv = CliRunner().invoke(app, ["validate", str(csv_batch / "batch-001")])
+    finally:
+        get_settings.cache_clear()
+    assert passed.exit_code == 0, passed.output
+    assert "validation passed" in passed.output
+    assert csv.exit_code == 2, csv.output
+    assert csv.output.startswith("error: ") and "markets.csv" in csv.output and "Traceback" not in csv.output
+
+
 def test_decimal_speedup_keeps_answers() -> None:
     import_gx()
     from great_expectations import util
