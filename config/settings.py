@@ -23,6 +23,10 @@ from typing import Mapping
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+class SettingsError(ValueError):
+    """A setting (environment variable) that cannot be used; the message names the variable."""
+
+
 def _path(env: Mapping[str, str], name: str, default: Path) -> Path:
     value = env.get(name)
     return Path(value).expanduser().resolve() if value else default
@@ -35,7 +39,7 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     try:
         return int(value)
     except ValueError:
-        raise ValueError(f"{name}={value!r} is not an integer") from None
+        raise SettingsError(f"{name}={value!r} is not an integer") from None
 
 
 # sqlite:///relative/path.db (three slashes, then no fourth): SQLAlchemy and MLflow open the path relative
@@ -127,7 +131,7 @@ class Settings:
         parts = [f"{self.redis_host}:{self.redis_port}", f"db={self.redis_db}"]
         if self.redis_password:
             if "," in self.redis_password:
-                raise ValueError("PM_REDIS_PASSWORD contains ',', which Feast's Redis connection string "
+                raise SettingsError("PM_REDIS_PASSWORD contains ',', which Feast's Redis connection string "
                                  "(host:port,db=N,password=...) cannot carry: use a password without commas")
             parts.append("password=" + json.dumps(self.redis_password))
         return ",".join(parts)

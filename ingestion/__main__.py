@@ -1,3 +1,4 @@
+from config.cli import main
 from ingestion.cli import app
 
-app()
+main(app)

@@ -1,3 +1,4 @@
+from config.cli import main
 from monitoring.cli import app
 
-app()
+main(app)

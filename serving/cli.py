@@ -15,8 +15,13 @@ def serve(
     """Serve on PM_SERVING_HOST:PM_SERVING_PORT."""
     import uvicorn
 
-    from config.settings import get_settings
+    from config.settings import SettingsError, get_settings
+    from serving.options import ServingOptions
 
     settings = get_settings()
+    try:  # here, not in each worker's create_app, where uvicorn would print a traceback per worker
+        ServingOptions.from_json(settings.serving_options)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
     uvicorn.run("serving.app:create_app", factory=True, host=settings.serving_host, port=settings.serving_port,
                 workers=workers, log_level=log_level)

@@ -1,3 +1,4 @@
+from config.cli import main
 from training.cli import app
 
-app()
+main(app)

@@ -95,3 +95,22 @@ def test_relative_sqlite_uri_is_made_absolute_against_the_current_dir(tmp_path: 
     monkeypatch.chdir(REPO_ROOT)
     defaults = dict((env, default) for env, default, _ in describe())
     assert getattr(Settings.from_env({var: defaults[var]}), attr) == getattr(Settings.from_env({}), attr)
+
+
+@pytest.mark.parametrize("command, variable, value", [
+    (["ingestion", "show"], "PM_SERVING_PORT", "abc"),
+    (["features", "env"], "PM_DOCS_PORT", "8o00"),
+    (["serving"], "PM_SERVING_OPTIONS", '{"bogus": 1}'),
+])
+def test_every_cli_refuses_a_bad_setting_in_one_line(tmp_path: Path, command, variable, value):
+    """A bad environment variable is a user error: `error: ...` naming it, exit 2, no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PM_DATA_DIR": str(tmp_path / "data"), variable: value}
+    out = subprocess.run([sys.executable, "-m", *command], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stderr.startswith(f"error: {variable}") and out.stderr.count("\n") == 1, out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
