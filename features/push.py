@@ -70,9 +70,10 @@ def _validate(ticks: pd.DataFrame) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def _check_times(frame: pd.DataFrame, settings: Settings, now: datetime) -> None:
+def _check_times(frame: pd.DataFrame, settings: Settings, now: datetime) -> pd.DataFrame:
     """Ingestion's time rules for snapshots: not more than a day ahead, and within the market's lifetime
-    (a known market, at or after created_at, not after resolved_at), by the newest published version."""
+    (a known market, at or after created_at, not after resolved_at), by the newest published version.
+    Returns those versions (market_id index)."""
     from ingestion.contract import current_versions
     from ingestion.store import read_published
 
@@ -92,6 +93,26 @@ def _check_times(frame: pd.DataFrame, settings: Settings, now: datetime) -> None
     if outside.any():
         raise ValueError(f"price ticks: {int(outside.sum())} tick(s) outside their market's lifetime (before "
                          f"created_at or after resolved_at; e.g. {frame.loc[outside, ['market_id', 'ts']].head(3).to_dict('records')})")
+    return current
+
+
+def _online_rows(frame: pd.DataFrame, current: pd.DataFrame, store: "FeatureStore") -> pd.DataFrame:
+    """The ticks that go online: per open market its newest tick, if newer than the row the store holds.
+
+    A resolved market keeps only its resolution marker online (serving answers 410, not a forecast),
+    and Feast's SQLite store overwrites a row whatever its event time (Redis keeps the newer one),
+    so a late tick would replace a newer price. Late ticks and ticks of resolved markets are still
+    published offline; materialization brings the newest row of each market online.
+    """
+    from features.retrieve import online_event_times
+
+    open_markets = frame[frame["market_id"].map(current["resolved_at"]).isna().to_numpy()]
+    newest = open_markets.sort_values("ts", kind="stable").drop_duplicates("market_id", keep="last")
+    if newest.empty:
+        return newest
+    stored = online_event_times(store, TABLE, newest["market_id"].tolist())
+    held = newest["market_id"].map(stored)
+    return newest[(held.isna() | (newest["ts"] > held)).to_numpy()].reset_index(drop=True)
 
 
 def _batch_id(frame: pd.DataFrame) -> str:
@@ -118,26 +139,29 @@ def _new_observations(ticks: pd.DataFrame, published: pd.DataFrame) -> pd.DataFr
     return ticks[~repeated.to_numpy()].reset_index(drop=True)
 
 
-def write_offline(frame: pd.DataFrame, settings: Settings, ingested_at: datetime) -> list[str]:
+def write_offline(frame: pd.DataFrame, settings: Settings, ingested_at: datetime) -> tuple[list[str], pd.DataFrame]:
     """Append ticks to the offline store as a committed batch (ingestion's own publish protocol and
-    lock: staged files, manifest, rename into place, commit record). Returns the files written."""
+    lock: staged files, manifest, rename into place, commit record). The time rules are checked
+    under the same lock, so an ingest cannot resolve a market between the check and the write.
+    Returns the files written and the ticked markets' newest published versions."""
     from ingestion.publish import publish, store_lock
     from ingestion.store import is_committed, read_published
 
     batch_id = _batch_id(frame)
     root = settings.offline_store_dir
     with store_lock(root):
+        current = _check_times(frame, settings, ingested_at)
         if is_committed(root, batch_id):  # same content already published: nothing changes
-            return []
+            return [], current
         frame = _new_observations(frame, read_published(root, TABLE, frame["market_id"].unique()))
         if frame.empty:
-            return []
+            return [], current
         rows = frame.assign(ingested_at=pd.Timestamp(ingested_at), batch_id=batch_id)
         rows["ingested_at"] = rows["ingested_at"].astype("datetime64[us, UTC]")
         record = {"batch_id": batch_id, "ingested_at": pd.Timestamp(ingested_at).isoformat(),
                   "source_dir": "features.push:" + PUSH_SOURCE, "input_rows": {TABLE: len(rows)},
                   "rows": {TABLE: len(rows)}}
-        return publish(root, batch_id, {TABLE: rows}, record)
+        return publish(root, batch_id, {TABLE: rows}, record), current
 
 
 def push_price_ticks(
@@ -147,7 +171,8 @@ def push_price_ticks(
     settings: Settings | None = None,
     store: "FeatureStore | None" = None,
 ) -> int:
-    """Push live ticks (market_id, ts, price, volume_24h and the rolling columns); returns rows pushed."""
+    """Push live ticks (market_id, ts, price, volume_24h and the rolling columns); returns the rows that
+    went online (see :func:`_online_rows`: per open market its newest tick, if newer than the stored one)."""
     from feast.data_source import PushMode
 
     from features.store import get_store
@@ -157,9 +182,12 @@ def push_price_ticks(
     settings = settings or get_settings()
     frame = _validate(ticks)
     now = datetime.now(timezone.utc)
-    _check_times(frame, settings, now)
     store = store or get_store(settings)
     if to == "online_and_offline":
-        write_offline(frame, settings, now)  # first: an online value must never lack its offline record
-    store.push(PUSH_SOURCE, frame.assign(ingested_at=pd.Timestamp(now)), to=PushMode.ONLINE)
-    return len(frame)
+        _, current = write_offline(frame, settings, now)  # first: an online value must never lack its offline record
+    else:
+        current = _check_times(frame, settings, now)
+    online = _online_rows(frame, current, store)
+    if not online.empty:
+        store.push(PUSH_SOURCE, online.assign(ingested_at=pd.Timestamp(now)), to=PushMode.ONLINE)
+    return len(online)

@@ -96,8 +96,15 @@ def _fmt_counts(counts: dict[str, int]) -> str:
 def _column_bytes(s: pd.Series, kind: str) -> bytes:
     null = s.isna().to_numpy()
     if kind == "string":
-        text = "\x1f".join("\x00" if v is None else v for v in s.tolist())
-        return text.encode("utf-8")
+        # Null mask, then each value's UTF-8 length, then the bytes: no separator a value could contain
+        # (a separator let "a<sep>b","c" and "a","b<sep>c" hash alike). Arrow's offsets are the lengths.
+        import pyarrow as pa
+
+        arr = pa.array(s.to_numpy(dtype=object), type=pa.large_string(), from_pandas=True)
+        offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[:len(arr) + 1]
+        data = arr.buffers()[2]
+        text = data.to_pybytes()[:int(offsets[-1])] if data is not None else b""
+        return null.tobytes() + offsets.tobytes() + text
     if kind == "timestamp":  # microseconds since the epoch, UTC; NaT is int64 min (and flagged in `null`)
         values = s.astype("datetime64[us, UTC]").dt.tz_localize(None).to_numpy().view("int64")
     elif kind == "int":

@@ -263,3 +263,29 @@ def test_push_refuses_ticks_ingestion_would_refuse_by_time(fork, market_id, ts, 
     with pytest.raises(ValueError, match=message):
         push_price_ticks(scenario.prices(market_id, [ts], 0.5), settings=settings)
     assert sorted(settings.offline_store_dir.rglob("*.parquet")) == files  # nothing published
+
+
+@pytest.mark.parametrize("online", ["sqlite", "redis"])
+def test_push_never_brings_a_resolved_market_back_nor_replaces_a_newer_price(fork, request, online):
+    """A tick inside a resolved market's lifetime is valid (offline), but online the market keeps only its
+    marker (serving answers 410). A late tick is valid too, but Feast's SQLite store overwrites whatever
+    the event time: online it must not replace the newer price. (Online-only pushes: the forks share
+    the offline store, and this test must not change it for the others.)"""
+    redis = request.getfixturevalue("redis_clean") if online == "redis" else None
+    settings = fork(online, redis=redis)
+    store = get_store(settings)
+    files = sorted(settings.offline_store_dir.rglob("*.parquet"))
+    end = datetime(2024, 2, 21, tzinfo=timezone.utc)
+    report = materialize(JAN, end, chunk=timedelta(days=60), store=store)
+    assert "res_done" in report.evicted_resolved  # resolved 2024-02-20
+    newest = pd.Timestamp("2024-01-13T08:00:00", tz="UTC")  # later than any other test's push_m tick
+    assert push_price_ticks(scenario.prices("push_m", [newest], 0.65), "online", settings=settings, store=store) == 1
+
+    assert push_price_ticks(scenario.prices("res_done", ["2024-02-19T12:00:00"], 0.9), "online",
+                            settings=settings, store=store) == 0
+    assert push_price_ticks(scenario.prices("push_m", ["2024-01-11T00:00:00"], 0.3), "online",
+                            settings=settings, store=store) == 0
+    assert online_features(["res_done"], SERVICE, request_ts=end, store=store).status.loc[0, "price"] == "NOT_FOUND"
+    later = newest.to_pydatetime() + timedelta(minutes=1)  # within the price view's TTL
+    assert online_features(["push_m"], SERVICE, request_ts=later, store=store).values.loc[0, "price"] == 0.65
+    assert sorted(settings.offline_store_dir.rglob("*.parquet")) == files

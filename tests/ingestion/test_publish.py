@@ -85,6 +85,22 @@ def test_batch_id_ignores_row_order_but_not_content(settings: Settings, tmp_path
     assert [v.rule for v in c.violations] == ["conflicts_with_published"]
 
 
+@pytest.mark.parametrize("first, second", [
+    (["Will x\x1fy?", "z"], ["Will x", "y?\x1fz"]),  # the same characters, split differently
+    (["\x00", "b"], [None, "b"]),                    # a NUL character vs a null
+])
+def test_batch_id_tells_apart_strings_that_only_differ_in_where_they_split(settings: Settings, tmp_path: Path,
+                                                                          first, second) -> None:
+    """Different content must never share a batch id: the second batch would be taken as "already
+    published" and silently dropped, instead of refused as a conflicting version."""
+    a, b = markets_frame(2, resolved=False), markets_frame(2, resolved=False)
+    a["question"], b["question"] = first, second
+    first_result = _ingest(settings, write_batch(tmp_path / "a", {"markets": a}))
+    second_result = _ingest(settings, write_batch(tmp_path / "b", {"markets": b}))
+    assert first_result.accepted and second_result.batch_id != first_result.batch_id
+    assert not second_result.no_op
+
+
 def test_repeated_identical_rows_are_skipped(settings: Settings, tmp_path: Path) -> None:
     markets = markets_frame(3)
     prices = prices_frame(markets, n_per_market=10)
