@@ -217,17 +217,22 @@ def materialize_new_batches(
 
 def _materialize_from_last_end(store: "FeatureStore", end: datetime, names: list[str], chunk: timedelta,
                                earliest: dict[str, datetime], report: MaterializeReport) -> None:
-    """Each view from its last end (or `end - ttl`), or from `earliest[view]` if earlier, up to `end`."""
+    """Each view from its last end, or from `earliest[view]` if earlier, up to `end`. A view never
+    materialized starts at `end - ttl`, or at `earliest[view]` if later (nothing to read before it:
+    a 10-year TTL would otherwise walk ten years of empty windows)."""
     for name in names:
         view = store.get_feature_view(name)
         start = view.most_recent_end_time
         if start is None:
             if not view.ttl:
                 raise ValueError(f"feature view {name} was never materialized and has no TTL: use materialize(start, end)")
-            start = end - view.ttl
-        start = _as_utc(start)
-        if name in earliest:
-            start = min(start, earliest[name])
+            start = _as_utc(end - view.ttl)
+            if name in earliest:
+                start = min(max(start, earliest[name]), end)
+        else:
+            start = _as_utc(start)
+            if name in earliest:
+                start = min(start, earliest[name])
         for window_start, window_end in split_window(start, end, chunk):
             with OFFLINE_LOCK:
                 store.materialize(window_start, window_end, feature_views=[name])
