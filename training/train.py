@@ -65,11 +65,18 @@ class TrainResult:
         lines = [f"run {self.run_id} -> model version {self.version} "
                  f"({'all gates passed' if self.passed else 'REJECTED by gates'}; aliases: {self.aliases or '-'})",
                  f"training set {self.training_set_hash[:16]}",
-                 "valid: " + ", ".join(f"{k}={self.metrics[k]:.4f}" for k in
-                                       ("valid_brier", "valid_brier_market", "valid_brier_skill",
-                                        "valid_ece", "valid_roc_auc", "train_valid_gap"))]
+                 "valid, row-weighted: " + _metric_list(self.metrics, (
+                     "valid_brier", "valid_brier_market", "valid_brier_skill", "valid_ece", "valid_roc_auc",
+                     "train_valid_gap")),
+                 # What the gates read by default (GateLimits.weighting="market"): each market counts once.
+                 "valid, market-weighted: " + _metric_list(self.metrics, (
+                     "valid_mw_brier", "valid_mw_brier_skill", "valid_mw_ece", "mw_train_valid_gap"))]
         lines += [f"  gate {v.gate}: {v.tag_value()}" for v in self.verdicts]
         return "\n".join(lines)
+
+
+def _metric_list(metrics: dict[str, float], keys: tuple[str, ...]) -> str:
+    return ", ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics)
 
 
 def model_requirements() -> list[str]:
