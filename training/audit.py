@@ -1,5 +1,6 @@
-"""Audit export: every run of the experiment (failed and rejected included) and every model version,
-with params, metrics, gate verdicts and lineage, to one CSV plus one JSON bundle readable without MLflow."""
+"""Audit export: every run of the experiment (failed and rejected included), every model version
+with params, metrics, gate verdicts and lineage, and the registered model's tags with every alias
+move (champion history, rollback reasons), to CSVs plus one JSON bundle readable without MLflow."""
 
 from __future__ import annotations
 
@@ -22,9 +23,35 @@ class AuditExport:
     json_path: Path
     n_runs: int
     n_versions: int
+    alias_moves_csv_path: Path
+    n_alias_moves: int
 
     def to_text(self) -> str:
-        return f"{self.n_runs} runs, {self.n_versions} model versions -> {self.csv_path}, {self.json_path}"
+        return (f"{self.n_runs} runs, {self.n_versions} model versions, {self.n_alias_moves} alias moves -> "
+                f"{self.csv_path}, {self.alias_moves_csv_path}, {self.json_path}")
+
+
+ALIAS_HISTORY_PREFIX = "alias_history."  # registry._history_tag: one registered-model tag per alias move
+ALIAS_MOVE_COLUMNS = ["recorded_at", "action", "alias", "from_version", "to_version", "reason", "dry_run", "name",
+                      "tag"]
+
+
+def alias_moves(model_tags: dict[str, str]) -> list[dict]:
+    """Every alias move recorded on the registered model, oldest first: the tag's timestamp as
+    ``recorded_at`` plus the recorded change (action, alias, from/to version, reason)."""
+    moves = []
+    for key in sorted(k for k in model_tags if k.startswith(ALIAS_HISTORY_PREFIX)):
+        stamp = key[len(ALIAS_HISTORY_PREFIX):]
+        try:
+            change = json.loads(model_tags[key])
+        except json.JSONDecodeError:  # kept verbatim: an audit must not drop a record it cannot parse
+            change = {"unparsed": model_tags[key]}
+        try:
+            recorded_at = pd.to_datetime(stamp, format="%Y%m%dT%H%M%S%fZ", utc=True).isoformat()
+        except ValueError:
+            recorded_at = stamp
+        moves.append({"recorded_at": recorded_at, "tag": key, **change})
+    return moves
 
 
 def collect(settings: "Settings", experiment: str = EXPERIMENT) -> dict:
@@ -54,10 +81,11 @@ def collect(settings: "Settings", experiment: str = EXPERIMENT) -> dict:
             break
     from mlflow.exceptions import MlflowException
 
-    versions, aliases = [], {}
+    versions, aliases, model_tags = [], {}, {}
     try:
         model = c.get_registered_model(settings.model_name)
         aliases = dict(model.aliases)
+        model_tags = dict(model.tags)
         for mv in c.search_model_versions(f"name='{settings.model_name}'"):
             versions.append({"version": str(mv.version), "run_id": mv.run_id, "status": mv.status,
                              "created": pd.Timestamp(mv.creation_timestamp, unit="ms", tz="UTC").isoformat(),
@@ -69,7 +97,8 @@ def collect(settings: "Settings", experiment: str = EXPERIMENT) -> dict:
     versions.sort(key=lambda v: int(v["version"]))
     return {"experiment": experiment, "tracking_uri": settings.mlflow_tracking_uri,
             "model_name": settings.model_name, "exported_at": pd.Timestamp.now(tz="UTC").isoformat(),
-            "aliases": aliases, "runs": runs, "model_versions": versions}
+            "aliases": aliases, "registered_model_tags": model_tags, "alias_moves": alias_moves(model_tags),
+            "runs": runs, "model_versions": versions}
 
 
 def flat_rows(bundle: dict) -> pd.DataFrame:
@@ -91,10 +120,18 @@ def flat_rows(bundle: dict) -> pd.DataFrame:
 
 
 def export(settings: "Settings", out_dir: Path, experiment: str = EXPERIMENT) -> AuditExport:
-    bundle = collect(settings, experiment)
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"audit export: {out_dir} exists and is not a directory; give a directory for "
+                         "audit_runs.csv, audit_alias_moves.csv and audit_bundle.json")
+    bundle = collect(settings, experiment)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = out_dir / "audit_runs.csv", out_dir / "audit_bundle.json"
+    moves_path = out_dir / "audit_alias_moves.csv"
     flat_rows(bundle).to_csv(csv_path, index=False)
+    moves = pd.DataFrame(bundle["alias_moves"])
+    moves = moves.reindex(columns=ALIAS_MOVE_COLUMNS + [c for c in moves.columns if c not in ALIAS_MOVE_COLUMNS])
+    moves.to_csv(moves_path, index=False)
     json_path.write_text(json.dumps(bundle, indent=2, sort_keys=True, default=str))
-    return AuditExport(csv_path, json_path, len(bundle["runs"]), len(bundle["model_versions"]))
+    return AuditExport(csv_path, json_path, len(bundle["runs"]), len(bundle["model_versions"]),
+                       moves_path, len(bundle["alias_moves"]))

@@ -91,14 +91,15 @@ def reproduce(version: str = typer.Option(..., help="Registered model version to
 
 
 @app.command("audit-export")
-def audit_export(out: Path = typer.Option(..., help="Directory for audit_runs.csv and audit_bundle.json.")) -> None:
-    """Export every run (failed and rejected included) and model version to CSV + JSON."""
+def audit_export(out: Path = typer.Option(..., help="Directory for audit_runs.csv, audit_alias_moves.csv and "
+                                                     "audit_bundle.json.")) -> None:
+    """Export every run (failed and rejected included), model version and alias move to CSV + JSON."""
     from config.settings import get_settings
     from training.audit import export
 
     try:
         typer.echo(export(get_settings(), out).to_text())
-    except LookupError as exc:
+    except (LookupError, ValueError) as exc:
         _fail(exc)
 
 

@@ -276,9 +276,16 @@ def feast_retriever(entity_df: pd.DataFrame, feature_service: str, settings: "Se
 
     ``store``: a FeatureStore to read instead of the one of ``settings`` (the publication-time view).
     """
+    from feast.errors import FeatureServiceNotFoundException
+
     from features.retrieve import historical_features
 
-    return historical_features(entity_df, feature_service, settings=settings, store=store)
+    try:
+        return historical_features(entity_df, feature_service, settings=settings, store=store)
+    except FeatureServiceNotFoundException as exc:
+        raise TrainingSetError(f"FeatureService {feature_service!r} is not in the Feast registry "
+                               f"({settings.feast_registry_uri}): {exc}. Apply the feature repo that "
+                               "defines it (python -m features apply)") from exc
 
 
 def retrieve_as_of(entity_df: pd.DataFrame, feature_service: str, settings: "Settings", as_of: pd.Timestamp,
@@ -325,11 +332,22 @@ def to_utc(value: str | pd.Timestamp | None) -> pd.Timestamp:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
+def check_as_of_not_future(as_of: pd.Timestamp, now: pd.Timestamp | None = None) -> None:
+    """Refuse an ``as_of`` after now: data ingested later with publication time <= as_of would
+    change the set, so a model tagged with it (and ``as_of_exact``) could never be reproduced."""
+    now = now if now is not None else pd.Timestamp.now(tz="UTC")
+    if as_of > now:
+        raise TrainingSetError(f"as_of {as_of.isoformat()} is later than now ({now.isoformat()}): a training set "
+                               "as of a future time cannot be rebuilt once more data is ingested; "
+                               "omit --as-of for now, or give a past time")
+
+
 def build_training_set(settings: "Settings", as_of: str | pd.Timestamp | None = None,
                        feature_service: str = FEATURE_SERVICE,
                        retriever: Retriever | None = None, run_gx: bool = True) -> TrainingSet:
     """Build, validate and hash the training set from the offline store through the FeatureService."""
     as_of_ts = to_utc(as_of)
+    check_as_of_not_future(as_of_ts)
     markets = read_offline_table(settings.offline_store_dir, "markets")
     prices = read_offline_table(settings.offline_store_dir, "price_features")
     entities = build_entity_frame(markets, prices, as_of_ts)

@@ -38,6 +38,24 @@ def load_space(path: Path | None) -> dict[str, list]:
     return space
 
 
+def check_space(space: dict[str, list], spec: ModelSpec) -> None:
+    """Refuse a space naming a param the spec's classifier does not have, before any fitting
+    (sklearn would only fail in the first trial's fit, after the training set was built)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    classifiers = {"hgb": HistGradientBoostingClassifier, "logreg": LogisticRegression}
+    if spec.kind not in classifiers:
+        raise ValueError(f"unknown model kind {spec.kind!r} (hgb | logreg)")
+    allowed = set(classifiers[spec.kind]().get_params())
+    if spec.kind == "hgb":
+        allowed.discard("random_state")  # set from the spec's seed
+    unknown = sorted(set(space) - allowed)
+    if unknown:
+        raise ValueError(f"search space: unknown {spec.kind} hyperparameter(s) {unknown}; "
+                         f"allowed: {sorted(allowed)}")
+
+
 def candidates(space: dict[str, list], strategy: str, n_trials: int, seed: int) -> list[dict]:
     grid = [dict(zip(space, values)) for values in itertools.product(*space.values())]
     if strategy == "grid":
@@ -74,9 +92,11 @@ def tune(ts: "TrainingSet", config: "TrainConfig", strategy: str = "grid", n_tri
 
     if mlflow.active_run() is None:
         raise RuntimeError("tune() logs nested trial runs and must run inside an MLflow parent run")
+    space = space or DEFAULT_SPACE
+    check_space(space, config.spec)
     train = split_by_resolution(ts.frame, config.valid_fraction).train
     results = []
-    for i, params in enumerate(candidates(space or DEFAULT_SPACE, strategy, n_trials, seed)):
+    for i, params in enumerate(candidates(space, strategy, n_trials, seed)):
         spec = replace(config.spec, params={**config.spec.params, **params})
         with mlflow.start_run(run_name=f"trial-{i:03d}", nested=True):
             mlflow.set_tags({"pm.kind": "tuning_trial", "pm.strategy": strategy})

@@ -17,6 +17,7 @@ from monitoring.prediction_log import write_log
 from monitoring.reference import build_reference_profile, save_profile
 from monitoring.run import run_monitoring
 from tests.monitoring import synthetic as syn
+from tests.cli_output import expected_error
 
 NUMERIC = syn.numeric_names(7)
 END = syn.T0 + timedelta(days=7)
@@ -126,15 +127,6 @@ def test_cli_run_with_reference_file(settings, tmp_path):
     assert res.exit_code == 1
     res = runner.invoke(app, ["run", "--window", "seven days", "--reference", str(path), "--no-mlflow"])
     assert res.exit_code == 1 and "error: window 'seven days'" in res.output
-
-
-def expected_error(res) -> str:
-    """The CLI's one-line report of an expected error: exit 1, `error: ...`, no traceback."""
-    assert res.exit_code == 1, res.output
-    assert isinstance(res.exception, SystemExit), repr(res.exception)  # not an uncaught error
-    errors = [line for line in res.output.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "Traceback" not in res.output, res.output
-    return errors[0]
 
 
 def test_cli_reports_expected_errors_in_one_line(settings, tmp_path):
