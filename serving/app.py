@@ -27,7 +27,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from config.settings import Settings, get_settings
 from serving.features_source import FeastFeatureSource, FeatureStoreUnavailable
 from serving.metrics import ServingMetrics
-from serving.models import ModelManager
+from serving.models import ModelManager, bound_mlflow_requests
 from serving.options import ServingOptions
 from serving.prediction_log import PredictionLogWriter
 from serving.predictor import Predictor, ServiceUnavailable
@@ -89,6 +89,7 @@ def create_app(settings: Settings | None = None, options: ServingOptions | None 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         s = settings or get_settings()
+        bound_mlflow_requests()
         features = FeastFeatureSource(s, timeout_s=options.online_timeout_s)
         models = ModelManager(s, check_service=lambda name: features.plan(name).feature_names,
                               load_fallback=options.load_fallback, load_challenger=options.load_challenger)
@@ -203,11 +204,15 @@ def create_app(settings: Settings | None = None, options: ServingOptions | None 
                           "being answered by the current one) and swaps it in atomically. Needs "
                           "`Authorization: Bearer <PM_ADMIN_TOKEN>`; with an empty token admin is disabled.",
               responses={**_error(401, "Missing or wrong bearer token."),
-                         **_error(403, "Admin endpoints disabled (PM_ADMIN_TOKEN is empty).")})
+                         **_error(403, "Admin endpoints disabled (PM_ADMIN_TOKEN is empty)."),
+                         **_error(503, "Model registry unreachable: aliases not read, current models kept.")})
     def admin_reload(svc: Service = Depends(service),
                      credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> ReloadResponse:
         _check_admin(svc.settings, credentials)
         result = svc.models.reload()
+        if result.registry_unreachable:
+            raise HTTPException(503, f"{result.detail}; still serving champion v{result.champion_version}"
+                                if result.champion_version else result.detail)
         return ReloadResponse(changed=result.changed, champion_version=result.champion_version,
                               fallback_version=result.fallback_version, detail=result.detail)
 
@@ -301,20 +306,27 @@ def _check_admin(settings: Settings, credentials: HTTPAuthorizationCredentials |
 def _model_info(svc: Service, model, alias: str) -> ModelInfo | None:
     if model is None:
         return None
+    metrics, warnings = _run_metrics(svc, model.run_id)
     return ModelInfo(name=model.name, version=model.version, alias=alias, feature_service=model.feature_service,
                      feature_names=list(model.feature_names), artifact_sha256=model.sha256, run_id=model.run_id,
                      scorer=model.scorer, scorer_detail=model.scorer_detail,
-                     training_metrics=_run_metrics(svc, model.run_id),
+                     training_metrics=metrics, warnings=warnings,
                      lineage={k: model.tags[k] for k in LINEAGE_TAGS if k in model.tags})
 
 
-def _run_metrics(svc: Service, run_id: str) -> dict[str, float]:
+def _run_metrics(svc: Service, run_id: str) -> tuple[dict[str, float], list[str]]:
+    """The run's headline training metrics, and a warning instead when they cannot be read: the
+    models are served either way, so /model answers (a failed read is not cached, retried next time)."""
     if not run_id:
-        return {}
+        return {}, []
     if run_id not in svc.run_metrics:
         from training.tracking import client
 
-        metrics = client(svc.settings).get_run(run_id).data.metrics
+        try:
+            metrics = client(svc.settings).get_run(run_id).data.metrics
+        except Exception as exc:  # noqa: BLE001 - tracking server down or run deleted: say so, never a 500
+            reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            return {}, [f"training metrics of run {run_id} not readable: {reason}"]
         # Slice metrics are many and live in MLflow; /model shows the headline numbers.
         svc.run_metrics[run_id] = {k: float(v) for k, v in sorted(metrics.items()) if not k.startswith("slice.")}
-    return svc.run_metrics[run_id]
+    return svc.run_metrics[run_id], []

@@ -9,7 +9,10 @@ app = typer.Typer(help="Prediction service (FastAPI under uvicorn).", add_comple
 
 @app.command()
 def serve(
-    workers: int = typer.Option(1, min=1, help="uvicorn worker processes (each loads its own model and FeatureStore)."),
+    workers: int = typer.Option(1, min=1, help="uvicorn worker processes (each loads its own model and FeatureStore, "
+                                               "and /metrics shows only the counters of the worker that answers; for "
+                                               "summable metrics run one worker per process and port and scrape "
+                                               "each)."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
     """Serve on PM_SERVING_HOST:PM_SERVING_PORT."""

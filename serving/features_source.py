@@ -216,15 +216,15 @@ class FeastFeatureSource:
 
         Resolved markets are evicted from the online store (features/resolved.py) and leave a
         resolution marker, so serving can tell "resolved" from "unknown". Only asked for markets
-        with no stored feature; a failed read leaves them unknown (404) rather than failing the request.
+        with no stored feature. A failed read raises FeatureStoreUnavailable (503): without the
+        markers a resolved market cannot be told from an unknown one, so it must not be answered 404.
         """
         from features.resolved import resolution_markers
 
         try:
             return resolution_markers(self.store, list(market_ids))
-        except Exception as exc:  # noqa: BLE001 - the 404 path must not turn into a 500
-            log.warning("resolution markers unreadable, %d market(s) reported unknown: %s", len(market_ids), exc)
-            return {}
+        except Exception as exc:  # noqa: BLE001 - a failed read is a 503 with its reason, never a 404 or 500
+            raise FeatureStoreUnavailable(f"online resolution-marker read failed: {type(exc).__name__}: {exc}") from exc
 
     def _override_prices(self, feats: OnlineFeatures, prices: Sequence[float | None]) -> None:
         """Put request-time prices in, and recompute the on-demand features that depend on price."""

@@ -4,7 +4,8 @@ All three live in one immutable :class:`ModelState`. A request reads ``manager.s
 that object to the end, so swapping in a new state (a single attribute assignment) never changes a
 model under an in-flight request. New champions are loaded and checked (artifact sha256 by
 training.registry.load_verified_model, FeatureService known to Feast, features match, a test
-prediction) in a background thread before the swap; the outgoing champion becomes the fallback.
+prediction) in a background thread before the swap. The fallback is the champion's previous champion
+(its tags), at start-up and on every reload alike, so a reload and a restart serve the same models.
 Each loaded pipeline is also compiled to a numpy scorer (serving/compiled_model.py) and served
 through it only if it reproduces the pipeline on probe and served rows; otherwise sklearn scores.
 """
@@ -12,10 +13,11 @@ through it only if it reproduces the pipeline on probe and served rows; otherwis
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, MutableMapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -95,10 +97,26 @@ class ReloadResult:
     champion_version: str | None
     fallback_version: str | None
     detail: str
+    registry_unreachable: bool = False   # the aliases could not be read: nothing is known about them
 
 
 class ModelLoadError(RuntimeError):
     """A candidate model was refused (message says which version and why)."""
+
+
+class RegistryUnreachable(RuntimeError):
+    """The model registry did not answer (down, timed out, refused); the message says why."""
+
+
+# MLflow's HTTP defaults (7 retries with exponential back-off, 120 s timeout) keep a request waiting
+# for minutes when the tracking server is down; serving wants a prompt 503 with the reason.
+MLFLOW_HTTP_BOUNDS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+def bound_mlflow_requests(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Small MLflow HTTP retry/timeout bounds for this process, unless the user set them."""
+    for name, value in MLFLOW_HTTP_BOUNDS.items():
+        environ.setdefault(name, value)
 
 
 @dataclass
@@ -142,29 +160,46 @@ class ModelManager:
             if not np.all(np.isfinite(p)) or np.any((p < 0) | (p > 1)):
                 raise ModelLoadError(f"{where} gives invalid probabilities {p.tolist()} on served feature rows")
 
-    def _resolve(self, alias: str) -> str | None:
-        from training.registry import RegistryError, resolve_version
+    def _aliases(self) -> dict[str, str]:
+        """alias -> version of the registered model ({} when it is not registered yet); any other
+        failure to read them raises RegistryUnreachable, never passes for "no alias"."""
+        from mlflow.exceptions import MlflowException
+
+        from training.registry import aliases
 
         try:
-            return str(resolve_version(self.settings, self.settings.model_name, alias).version)
-        except RegistryError:
-            return None
+            return aliases(self.settings, self.settings.model_name)
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return {}
+            raise RegistryUnreachable(f"model registry unreachable: {exc.message}") from exc
+        except Exception as exc:  # noqa: BLE001 - whatever the store raised, the aliases are unknown
+            raise RegistryUnreachable(f"model registry unreachable: {type(exc).__name__}: {exc}") from exc
 
     def _previous_champion(self, champion: ServedModel) -> str | None:
         previous = champion.tags.get("previous_champion") or champion.tags.get("rollback.from_version")
         return previous if previous and previous != champion.version else None
 
     def reload(self) -> ReloadResult:
-        """Re-read the aliases; load, check and swap in a new champion (old one becomes fallback)."""
+        """Re-read the aliases; load, check and swap in a new champion (with its previous champion as fallback)."""
         with self._reload_lock:
             current = self.state
-            version = self._resolve(CHAMPION)
+            try:
+                registered = self._aliases()
+            except RegistryUnreachable as exc:
+                detail = str(exc)
+                log.warning("%s; still serving v%s", detail, _v(current.champion))
+                if current.champion is None:
+                    self.state = ModelState(last_error=detail)
+                return ReloadResult(False, _v(current.champion), _v(current.fallback), detail,
+                                    registry_unreachable=True)
+            version = registered.get(CHAMPION)
             if version is None:
                 detail = f"registered model '{self.settings.model_name}' has no '{CHAMPION}' alias"
                 if current.champion is None:
                     self.state = ModelState(last_error=detail)
                 return ReloadResult(False, _v(current.champion), _v(current.fallback), detail)
-            challenger = self._maybe_challenger(current)
+            challenger = self._maybe_challenger(current, registered.get(CHALLENGER))
             if current.champion is not None and current.champion.version == version:
                 if challenger is not current.challenger:
                     self.state = ModelState(current.champion, current.fallback, challenger, current.loaded_at)
@@ -176,20 +211,24 @@ class ModelManager:
                 log.error(detail)
                 self.state = ModelState(current.champion, current.fallback, challenger, current.loaded_at, detail)
                 return ReloadResult(False, _v(current.champion), _v(current.fallback), detail)
-            fallback = current.champion
-            if fallback is None and self.load_fallback:
-                fallback = self._load_quietly(self._previous_champion(champion))
+            fallback = self._fallback_of(champion, current) if self.load_fallback else None
             self.state = ModelState(champion, fallback, challenger, datetime.now(timezone.utc))
             detail = f"now serving champion v{champion.version}" + (
                 f" (fallback v{fallback.version})" if fallback is not None else " (no fallback model)")
             log.info(detail)
             return ReloadResult(True, champion.version, _v(fallback), detail)
 
-    def _maybe_challenger(self, current: ModelState) -> ServedModel | None:
-        if not self.load_challenger:
-            return None
-        version = self._resolve(CHALLENGER)
-        if version is None:
+    def _fallback_of(self, champion: ServedModel, current: ModelState) -> ServedModel | None:
+        """The champion's previous champion (its tags), as at start-up: after a rollback the outgoing,
+        rejected champion must not become the fallback. A model already loaded is reused."""
+        version = self._previous_champion(champion)
+        for model in (current.champion, current.fallback):
+            if model is not None and model.version == version:
+                return model
+        return self._load_quietly(version)
+
+    def _maybe_challenger(self, current: ModelState, version: str | None) -> ServedModel | None:
+        if not self.load_challenger or version is None:
             return None
         if current.challenger is not None and current.challenger.version == version:
             return current.challenger

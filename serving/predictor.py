@@ -132,14 +132,14 @@ class Predictor:
         now = datetime.now(timezone.utc)
         try:
             feats = self.features.read(ids, champion.feature_service, now, prices)
+            unknown = [i for i in range(len(items)) if not feats.known[i]]
+            resolved = self.features.resolutions([ids[i] for i in unknown]) if unknown else {}
         except Exception:
             self.metrics.online_errors.inc()
             raise
         n = len(items)
         errors: list[ItemError] = []
         known = [i for i in range(n) if feats.known[i]]
-        unknown = [i for i in range(n) if not feats.known[i]]
-        resolved = self.features.resolutions([ids[i] for i in unknown]) if unknown else {}
         for i in unknown:
             if ids[i] in resolved:
                 resolved_at, outcome = resolved[ids[i]]
@@ -281,7 +281,11 @@ class Predictor:
                                 f"value withheld, imputed by the model")
         days = columns[DAYS_TO_RESOLUTION][i] if DAYS_TO_RESOLUTION in columns else None
         market_status = "open"
-        if days is not None and float(days) <= 0.0:
+        if days is None:  # no (fresh) resolution date: "open" would be a claim nothing supports
+            market_status = "unknown"
+            warnings.append(f"market {market_id!r} has no {DAYS_TO_RESOLUTION!r} value: whether it is past its "
+                            "scheduled resolution date is unknown")
+        elif float(days) <= 0.0:
             market_status = "past_resolution_date"
             warnings.append(f"market {market_id!r} is past its scheduled resolution date: it may already be "
                             "resolved, and the outcome, not this forecast, then decides")

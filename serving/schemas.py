@@ -116,8 +116,11 @@ class ModelInfo(BaseModel):
         description="compiled: a numpy re-expression of the pipeline, served only after it matched the sklearn "
                     "pipeline on probe and served rows; sklearn: the pipeline itself")
     scorer_detail: str
-    training_metrics: dict[str, float]
+    training_metrics: dict[str, float] = Field(description="Headline metrics of the training run (empty when "
+                                                           "they could not be read: see warnings).")
     lineage: dict[str, str]
+    warnings: list[str] = Field(default_factory=list, description="What could not be shown, and why (e.g. the "
+                                                                    "tracking server did not answer).")
 
 
 class ModelsResponse(BaseModel):

@@ -29,6 +29,20 @@ def one_thread() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(autouse=True)
+def mlflow_http_bounds_undone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The app's lifespan sets MLflow's HTTP bounds in os.environ when unset (serving/models.py);
+    record them as unset here so monkeypatch removes them again after the test."""
+    import os
+
+    from serving.models import MLFLOW_HTTP_BOUNDS
+
+    for name in MLFLOW_HTTP_BOUNDS:
+        if name not in os.environ:
+            monkeypatch.setenv(name, "")   # remembers "unset" for the undo ...
+            monkeypatch.delenv(name)       # ... and leaves it unset for the test
+
+
 @pytest.fixture(scope="session")
 def feast_project(redis_srv, tmp_path_factory) -> dict[str, str]:
     return world.apply_feast_project(tmp_path_factory.mktemp("serving_feast"), redis_srv)
