@@ -6,9 +6,11 @@ The run is tracked in MLflow (params, metrics, artifacts, lineage); the new vers
 A model that fails a gate leaves the task green (the platform worked) with the verdicts in the
 return value and on the model version; a training error fails the task.
 
-The training set is built as of the run's data interval end (the cron tick, or the time of the
-retraining request), unless the ``as_of`` param says otherwise: re-running or backfilling a run
-rebuilds the same training set. The champion at that moment is recorded as ``parent_version``.
+The training set is built as of the run's data interval end (the weekly cron tick), unless the
+``as_of`` param says otherwise: re-running or backfilling a scheduled run rebuilds the same training
+set. A run triggered by a retraining request has no data interval in Airflow 3 and trains as of the
+time it runs (its MLflow run records that as_of). The champion at that moment is recorded as
+``parent_version``.
 """
 
 from __future__ import annotations

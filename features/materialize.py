@@ -205,8 +205,10 @@ def materialize_new_batches(
     committed = committed_batches(root)
     report = MaterializeReport()
     names = _views(store, views, report)
-    # Per view: a call for some views only leaves the others' new batches for a later call.
-    new = {name: sorted(set(committed) - done.get(name, set())) for name in names}
+    # Per view: a call for some views only leaves the others' new batches for a later call. A view
+    # Feast never materialized (e.g. a recreated registry) counts every batch as new, whatever the file says.
+    never = {name for name in names if store.get_feature_view(name).most_recent_end_time is None}
+    new = {name: sorted(set(committed) - (set() if name in never else done.get(name, set()))) for name in names}
     earliest = {name: first for name in names
                 if (first := _earliest_events(root, [committed[b] for b in new[name]]).get(name)) is not None}
     _materialize_from_last_end(store, end, names, chunk, earliest, report)

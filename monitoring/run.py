@@ -129,7 +129,8 @@ def run_monitoring(settings: "Settings", profile: dict[str, Any], window: timede
     ``model_version``, a window holding several versions is refused (ValueError).
 
     With ``feature_service``, the Feast checks run too (features.retrieve): online freshness and
-    training-serving skew for the window's markets, both at the window end.
+    training-serving skew for the window's markets, both at the current time (the online store holds
+    current values), and only for a window that ended at most ONLINE_CHECKS_MAX_LAG ago.
     """
     now = datetime.now(timezone.utc)
     end = end or now
@@ -172,8 +173,10 @@ def run_monitoring(settings: "Settings", profile: dict[str, Any], window: timede
         from monitoring.feature_checks import freshness, training_serving_skew
 
         markets = df["market_id"].astype(str).unique().tolist()
-        result["freshness"] = freshness(settings, markets, feature_service, end)
-        result["skew"] = training_serving_skew(settings, markets, feature_service, end, sample_size=skew_sample)
+        # At now, not at `end`: the online store answers with its current rows, which may be newer than
+        # `end` (a daily run's window ends at midnight); the offline side must be read at the same instant.
+        result["freshness"] = freshness(settings, markets, feature_service, now)
+        result["skew"] = training_serving_skew(settings, markets, feature_service, now, sample_size=skew_sample)
         result["severity"] = worst(result["severity"],
                                    *(f["severity"] for k in ("freshness", "skew") for f in result[k]["findings"]))
     return write_outputs(result, settings, log_to_mlflow=log_to_mlflow)

@@ -177,7 +177,9 @@ class ModelManager:
             raise RegistryUnreachable(f"model registry unreachable: {type(exc).__name__}: {exc}") from exc
 
     def _previous_champion(self, champion: ServedModel) -> str | None:
-        previous = champion.tags.get("previous_champion") or champion.tags.get("rollback.from_version")
+        # Only the champion it replaced when promoted: after a rollback, `rollback.from_version` names
+        # the rejected version, which must never answer as the fallback.
+        previous = champion.tags.get("previous_champion")
         return previous if previous and previous != champion.version else None
 
     def reload(self) -> ReloadResult:

@@ -258,8 +258,8 @@ def train(settings: "Settings", as_of: str | pd.Timestamp | None = None, config:
 def retrain(settings: "Settings", as_of: str | pd.Timestamp | None, seed: int = 0,
             promote_if_passed: bool = True) -> TrainResult:
     """A scheduled retraining (the ``train_model`` DAG): train as of ``as_of`` (the run's data interval
-    end, so a backfilled or re-run week rebuilds the same training set) and record the current
-    champion, the model this run retrains, as its ``parent_version``."""
+    end, so a backfilled or re-run week rebuilds the same training set; None: now) and record the
+    current champion, the model this run retrains, as its ``parent_version``."""
     from training.registry import champion_version
 
     return train(settings, as_of=as_of, config=TrainConfig(spec=ModelSpec(seed=seed)),

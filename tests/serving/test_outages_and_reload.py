@@ -122,6 +122,24 @@ def test_reload_after_rollback_picks_the_fallback_a_restart_picks(make_client, o
     assert reloaded["fallback_version"] == restarted["fallback"]["version"] == v["old"]
 
 
+def test_rollback_to_the_first_champion_never_serves_the_rejected_version_as_fallback(make_client, online,
+                                                                                     serving_settings, model_store):
+    """The first champion was promoted with no predecessor (previous_champion empty): rolled back to, it
+    has no fallback, never the version just rejected."""
+    from training import registry
+
+    v = model_store.versions
+    client = make_client()
+    registry.client(serving_settings).set_registered_model_alias(serving_settings.model_name, "champion", v["old"])
+    registry.set_version_tags(serving_settings, serving_settings.model_name, v["old"],
+                              {"previous_champion": "", "rollback.from_version": v["champion"],
+                               "rollback.reason": "bad"})
+    reloaded = client.post("/admin/reload", headers=AUTH).json()
+    restarted = make_client().get("/model").json()
+    assert reloaded["champion_version"] == restarted["champion"]["version"] == v["old"]
+    assert reloaded["fallback_version"] is None and restarted["fallback"] is None
+
+
 def test_load_fallback_false_holds_on_reload(make_client, online, serving_settings, model_store):
     client = make_client(ServingOptions(poll_interval_s=0, load_fallback=False))
     assert client.get("/model").json()["fallback"] is None
