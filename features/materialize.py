@@ -220,17 +220,15 @@ def materialize_new_batches(
 def _materialize_from_last_end(store: "FeatureStore", end: datetime, names: list[str], chunk: timedelta,
                                earliest: dict[str, datetime], report: MaterializeReport) -> None:
     """Each view from its last end, or from `earliest[view]` if earlier, up to `end`. A view never
-    materialized starts at `end - ttl`, or at `earliest[view]` if later (nothing to read before it:
-    a 10-year TTL would otherwise walk ten years of empty windows)."""
+    materialized starts at `earliest[view]` if known (a new batch is read whatever its age, and a
+    10-year TTL must not walk ten years of empty windows before it), else at `end - ttl`."""
     for name in names:
         view = store.get_feature_view(name)
         start = view.most_recent_end_time
         if start is None:
             if not view.ttl:
                 raise ValueError(f"feature view {name} was never materialized and has no TTL: use materialize(start, end)")
-            start = _as_utc(end - view.ttl)
-            if name in earliest:
-                start = min(max(start, earliest[name]), end)
+            start = min(earliest[name], end) if name in earliest else _as_utc(end - view.ttl)
         else:
             start = _as_utc(start)
             if name in earliest:
