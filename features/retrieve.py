@@ -299,8 +299,8 @@ def online_event_times(store: "FeatureStore", view: str, market_ids: list[str]) 
     """Event time (UTC) of the row the online store holds for each market in ``view``; NaT where none."""
     feature = store.get_feature_view(view, allow_registry_cache=True).features[0].name
     seconds = _read_stored_sdk(store, {view: [feature]}, market_ids).event_seconds[view]
-    return pd.Series(pd.to_datetime(pd.Series(seconds, dtype="float64"), unit="s", utc=True).to_numpy(),
-                     index=pd.Index(market_ids, name=ENTITY_KEY), dtype="datetime64[ns, UTC]")
+    return pd.to_datetime(pd.Series(seconds, index=pd.Index(market_ids, name=ENTITY_KEY), dtype="float64"),
+                          unit="s", utc=True)
 
 
 def redis_fast_path(store: "FeatureStore", views: Iterable[str] = ()) -> bool:

@@ -165,13 +165,11 @@ class ModelManager:
         failure to read them raises RegistryUnreachable, never passes for "no alias"."""
         from mlflow.exceptions import MlflowException
 
-        from training.registry import aliases
+        from training.registry import registered_aliases
 
         try:
-            return aliases(self.settings, self.settings.model_name)
+            return registered_aliases(self.settings)
         except MlflowException as exc:
-            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-                return {}
             raise RegistryUnreachable(f"model registry unreachable: {exc.message}") from exc
         except Exception as exc:  # noqa: BLE001 - whatever the store raised, the aliases are unknown
             raise RegistryUnreachable(f"model registry unreachable: {type(exc).__name__}: {exc}") from exc

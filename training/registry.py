@@ -105,16 +105,22 @@ def aliases(settings: "Settings", name: str) -> dict[str, str]:
     return {alias: str(v) for alias, v in client(settings).get_registered_model(name).aliases.items()}
 
 
-def champion_version(settings: "Settings", name: str | None = None) -> str | None:
-    """The version ``champion`` points at; None without a champion or before any model is registered."""
+def registered_aliases(settings: "Settings", name: str | None = None) -> dict[str, str]:
+    """alias -> version of the registered model; {} before it is registered. Any other registry
+    error is raised: an unreachable registry must never pass for "no alias"."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return aliases(settings, name or settings.model_name).get(CHAMPION)
+        return aliases(settings, name or settings.model_name)
     except MlflowException as exc:
-        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":  # only "no registered model yet" means no champion
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
-        return None
+        return {}
+
+
+def champion_version(settings: "Settings", name: str | None = None) -> str | None:
+    """The version ``champion`` points at; None without a champion or before any model is registered."""
+    return registered_aliases(settings, name).get(CHAMPION)
 
 
 # ---------------------------------------------------------------- loading
