@@ -236,6 +236,10 @@ def online_columns(
                     values[i], statuses[i] = None, "NOT_FOUND"
                 elif age[i] > ttl:
                     values[i], statuses[i] = None, "OUTSIDE_MAX_AGE"
+                elif statuses[i] == "PRESENT" and (values[i] is None or values[i] != values[i]):
+                    # A stored row whose value is null (or NaN): the SDK says PRESENT for any field of
+                    # an existing row; a missing value is NULL_VALUE, as for on-demand features.
+                    statuses[i] = "NULL_VALUE"
             stored[column], status[column] = values, statuses
 
     out_values: dict[str, list] = {ENTITY_KEY: market_ids}

@@ -172,6 +172,24 @@ def test_resolved_markets_stop_being_served(fork, request, online):
     assert status.loc["pit_corr", "price"] == "PRESENT"
 
 
+@pytest.mark.parametrize("online", ["sqlite", "redis"])
+def test_a_stored_null_is_reported_null_not_present(fork, request, online):
+    """Feast says PRESENT for every field of a stored row, null or not; a null value is NULL_VALUE,
+    so `is_complete` and the API's per-feature status do not call a missing value present."""
+    redis = request.getfixturevalue("redis_clean") if online == "redis" else None
+    store = get_store(fork(online, redis=redis))
+    store.write_to_online_store("poll_features", pd.DataFrame({
+        "market_id": ["null_poll_m"], "ts": pd.to_datetime(["2024-02-01T09:00:00"], utc=True),
+        "poll_average": [0.4], "poll_trend": [None], "n_polls": [7],
+        "ingested_at": pd.Timestamp("2024-02-02", tz="UTC")}))
+    when = datetime(2024, 2, 1, 12, tzinfo=timezone.utc)
+    result = online_features(["null_poll_m"], SERVICE, request_ts=when, store=store)
+    status = result.status.iloc[0]
+    assert status["poll_average"] == "PRESENT" and result.values.loc[0, "poll_average"] == 0.4
+    assert status["poll_trend"] == "NULL_VALUE" and pd.isna(result.values.loc[0, "poll_trend"])
+    assert not result.is_complete().iloc[0]
+
+
 @pytest.mark.parametrize("column,value,message", [
     ("volume_24h", float("inf"), "infinite value"),
     ("price_change_1d", float("-inf"), "infinite value"),

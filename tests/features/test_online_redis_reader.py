@@ -121,6 +121,11 @@ def test_online_columns_same_through_either_read(redis_store, monkeypatch):
                    for a, b in zip(fast.age_seconds[view], ages)), view
     assert fast.status["price"][ids.index("never_seen_m")] == "NOT_FOUND"
     assert fast.status["poll_average"][ids.index("polls_only_m")] == "PRESENT"
+    # A stored row with null (None) and NaN values: NULL_VALUE, not the SDK's PRESENT.
+    assert fast.status["poll_trend"][ids.index("polls_only_m")] == "NULL_VALUE"
+    assert fast.status["price"][ids.index("nulls_m")] == "NULL_VALUE"
+    assert fast.status["volume_24h"][ids.index("nulls_m")] == "NULL_VALUE"
+    assert fast.status["price"][ids.index("frac_m")] == "PRESENT"
 
 
 def test_redis_down_fails_both_reads_the_same_way(redis_store, redis_clean):
