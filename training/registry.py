@@ -226,8 +226,9 @@ class GateLimits:
             raise ValueError(f"GateLimits.weighting must be 'market' or 'row', got {self.weighting!r}")
         if metric.startswith("valid_"):
             return "valid_mw_" + metric.removeprefix("valid_")
-        if metric.startswith("champion_valid_"):
-            return "champion_valid_mw_" + metric.removeprefix("champion_valid_")
+        for prefix in ("champion_valid_", "compared_valid_"):
+            if metric.startswith(prefix):
+                return prefix + "mw_" + metric.removeprefix(prefix)
         return "mw_" + metric
 
 
@@ -277,14 +278,21 @@ def gate_train_valid_gap(m: dict, lim: GateLimits) -> GateVerdict:
 
 
 def gate_vs_champion(m: dict, lim: GateLimits) -> GateVerdict:
-    champ = m.get(lim.key("champion_valid_brier"))
-    if champ is None:
+    """Within tolerance of the champion, both scored on the validation markets the champion never
+    trained on (training.train.champion_brier); no such market means no evidence, so it fails."""
+    compared = m.get("champion_compared_markets")
+    if compared is None:
         return GateVerdict("vs_champion", True, None, None, "no champion to compare with")
-    ours = m[lim.key("valid_brier")]
+    if compared == 0:
+        return GateVerdict("vs_champion", False, None, lim.champion_tolerance,
+                           "no validation market is unseen by the champion (it trained on every one of them, "
+                           "e.g. a backfill with an earlier as_of): nothing shows this model is as good")
+    champ, ours = m[lim.key("champion_valid_brier")], m[lim.key("compared_valid_brier")]
     diff = ours - champ
     return GateVerdict("vs_champion", diff <= lim.champion_tolerance, diff, lim.champion_tolerance,
-                       f"valid Brier ({lim.weighting}-weighted) {_fmt(ours)} vs champion {_fmt(champ)} on the "
-                       f"same rows: diff {_fmt(diff)} <= {lim.champion_tolerance}")
+                       f"valid Brier ({lim.weighting}-weighted) {_fmt(ours)} vs champion {_fmt(champ)} on the same "
+                       f"{int(compared)} validation markets the champion never trained on: diff {_fmt(diff)} "
+                       f"<= {lim.champion_tolerance}")
 
 
 GATES: dict[str, Callable[[dict, GateLimits], GateVerdict]] = {

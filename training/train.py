@@ -91,9 +91,46 @@ def prefixed(prefix: str, metrics: dict) -> dict[str, float]:
     return {f"{prefix}_{k}": float(v) for k, v in metrics.items() if k != "n"}
 
 
-def champion_brier(settings: "Settings", valid: pd.DataFrame) -> tuple[dict | None, str | None]:
-    """The current champion's row- and market-weighted Brier on these validation rows
-    (None if there is no champion)."""
+def champion_training_cutoff(settings: "Settings", champ) -> tuple[pd.Timestamp | None, str]:
+    """Latest resolution time among the markets the champion was fitted on, and where it came from.
+
+    From the version's ``train_resolved_max`` tag, else its run's training_set_summary.json, else
+    (conservatively: any market resolved by then may have been in its training set) its ``as_of``.
+    """
+    tagged = champ.tags.get("train_resolved_max")
+    if tagged:
+        return _utc(tagged), "train_resolved_max tag"
+    if champ.run_id:
+        import mlflow
+
+        try:
+            with tempfile.TemporaryDirectory(prefix="pm-champ-") as tmp:
+                path = mlflow.artifacts.download_artifacts(
+                    run_id=champ.run_id, artifact_path="evaluation/training_set_summary.json", dst_path=tmp)
+                cutoff = json.loads(Path(path).read_text())["split"]["train_resolved_max"]
+            return _utc(cutoff), "training_set_summary.json of its run"
+        except Exception:  # noqa: BLE001 - an older or foreign run: fall back to as_of below
+            pass
+    as_of = champ.tags.get("as_of")
+    return (_utc(as_of), "as_of tag") if as_of else (None, "unknown")
+
+
+def _utc(text: str) -> pd.Timestamp:
+    moment = pd.Timestamp(text)
+    return moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
+
+
+def champion_brier(settings: "Settings", valid: pd.DataFrame, p_valid: np.ndarray
+                   ) -> tuple[dict | None, str | None]:
+    """The current champion against the new model, on the validation markets the champion never
+    trained on (None if there is no champion).
+
+    Both are scored on the same rows: validation markets resolved after the champion's training
+    cutoff. In a forward retraining that is every validation market; in a backfill (an as_of
+    earlier than the champion's) the champion has seen some or all of them, and scoring it on
+    its own training markets would flatter it. Metrics: ``champion_valid_[mw_]brier`` and
+    ``compared_valid_[mw_]brier`` (the new model) on those rows, ``champion_compared_markets``.
+    """
     from training.evaluate import brier
     from training.registry import CHAMPION, champion_version, load_verified_model
 
@@ -104,9 +141,22 @@ def champion_brier(settings: "Settings", valid: pd.DataFrame) -> tuple[dict | No
     if missing:
         raise ValueError(f"champion v{champ.version} needs features {missing} absent from this training set; "
                          "compare on a shared FeatureService or retire the champion explicitly")
-    y, p = valid["label"].to_numpy(), champ.predict(valid)
-    counts = valid.groupby("market_id")["market_id"].transform("size").to_numpy(dtype=float)
-    return {"champion_valid_brier": brier(y, p), "champion_valid_mw_brier": brier(y, p, 1.0 / counts)}, champ.version
+    cutoff, source = champion_training_cutoff(settings, champ)
+    unseen = np.ones(len(valid), dtype=bool) if cutoff is None else (valid["resolved_at"] > cutoff).to_numpy()
+    rows = valid[unseen]
+    metrics: dict = {"champion_compared_markets": float(rows["market_id"].nunique()),
+                     "champion_unseen_share": float(rows["market_id"].nunique() / max(valid["market_id"].nunique(), 1))}
+    mlflow_tags = {"pm.champion_training_cutoff": f"{cutoff} ({source})"}
+    if len(rows):
+        y, p = rows["label"].to_numpy(), champ.predict(rows)
+        ours = np.asarray(p_valid)[unseen]
+        weights = 1.0 / rows.groupby("market_id")["market_id"].transform("size").to_numpy(dtype=float)
+        metrics.update({"champion_valid_brier": brier(y, p), "champion_valid_mw_brier": brier(y, p, weights),
+                        "compared_valid_brier": brier(y, ours), "compared_valid_mw_brier": brier(y, ours, weights)})
+    import mlflow
+
+    mlflow.set_tags(mlflow_tags)
+    return metrics, champ.version
 
 
 def fit_and_evaluate(ts: TrainingSet, config: TrainConfig):
@@ -208,7 +258,7 @@ def train(settings: "Settings", as_of: str | pd.Timestamp | None = None, config:
                            "n_rows": len(ts.frame), "n_markets": ts.frame["market_id"].nunique(),
                            "n_features": len(ts.feature_names), "tune": tune or "none"})
         model, split, p_va, forecasts, metrics, slices = fit_and_evaluate(ts, config)
-        champ_scores, champ_version = champion_brier(settings, split.valid)
+        champ_scores, champ_version = champion_brier(settings, split.valid, p_va)
         if champ_scores is not None:
             metrics.update(champ_scores)
         # promote/rollback check the vs_champion verdict was judged against the champion of then.
@@ -241,6 +291,8 @@ def train(settings: "Settings", as_of: str | pd.Timestamp | None = None, config:
         registry.set_version_tags(settings, settings.model_name, version, {
             **lineage, "artifact_sha256": artifact_sha, "reference_profile_sha256": profile_sha,
             "run_id": run.info.run_id, registry.COMPARED_WITH: compared_with,
+            # A later model's vs_champion gate compares on markets resolved after this (unseen by us).
+            "train_resolved_max": str(split.cutoff),
             "training_config": config.to_json(), **registry.gate_tags(verdicts)})
         mlflow.set_tags({"pm.model_version": version, "pm.gates_passed": str(all(v.passed for v in verdicts)).lower(),
                          **{f"gate.{v.gate}": v.tag_value() for v in verdicts}})

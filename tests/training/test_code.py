@@ -95,7 +95,8 @@ GOOD = {"valid_brier": 0.09, "valid_ece": 0.02, "valid_roc_auc": 0.9, "valid_bri
 def metrics_for(weighting: str, changes: dict | None = None) -> dict:
     """GOOD (+ changes) under the metric names the gates read for this weighting."""
     limits = GateLimits(weighting=weighting)
-    named = {(k if k == "valid_roc_auc" else limits.key(k)): v for k, v in {**GOOD, **(changes or {})}.items()}
+    unweighted = ("valid_roc_auc", "champion_compared_markets")
+    named = {(k if k in unweighted else limits.key(k)): v for k, v in {**GOOD, **(changes or {})}.items()}
     return named
 
 
@@ -110,13 +111,14 @@ def test_all_gates_pass_for_a_good_model_without_champion(weighting):
 @pytest.mark.parametrize("change,gate", [
     ({"valid_brier": 0.3}, "brier"), ({"valid_ece": 0.08}, "ece"), ({"valid_roc_auc": 0.55}, "roc_auc"),
     ({"valid_brier_skill": 0.0}, "brier_skill"), ({"train_valid_gap": 0.2}, "train_valid_gap"),
-    ({"champion_valid_brier": 0.08}, "vs_champion"),
+    ({"champion_valid_brier": 0.08, "compared_valid_brier": 0.09, "champion_compared_markets": 40}, "vs_champion"),
+    ({"champion_compared_markets": 0}, "vs_champion"),
 ])
 def test_each_gate_fails_alone_and_is_named(change, gate, weighting):
     verdicts = evaluate_gates(metrics_for(weighting, change), GateLimits(weighting=weighting))
     failed = [v for v in verdicts if not v.passed]
     assert [v.gate for v in failed] == [gate]
-    if gate != "roc_auc":
+    if gate != "roc_auc" and change.get("champion_compared_markets") != 0:
         assert f"{weighting}-weighted" in failed[0].detail
     tags = gate_tags(verdicts)
     assert tags["gates_passed"] == "false"
@@ -132,8 +134,22 @@ def test_gates_read_the_metrics_of_their_weighting():
         evaluate_gates(metrics, GateLimits(weighting="snapshot"))
 
 
+def test_vs_champion_compares_on_the_unseen_markets_not_all_validation_rows():
+    # Over all validation rows the new model is far better (0.09 vs a champion at 0.2 that had
+    # trained on most of them would be the flattering comparison); on the unseen ones it is worse.
+    metrics = metrics_for("market", {"champion_valid_brier": 0.08, "compared_valid_brier": 0.1,
+                                     "champion_compared_markets": 12})
+    verdict = next(v for v in evaluate_gates(metrics) if v.gate == "vs_champion")
+    assert not verdict.passed and "12 validation markets the champion never trained on" in verdict.detail
+    assert verdict.value == pytest.approx(0.02)
+    nothing = next(v for v in evaluate_gates(metrics_for("market", {"champion_compared_markets": 0}))
+                   if v.gate == "vs_champion")
+    assert not nothing.passed and "no validation market is unseen by the champion" in nothing.detail
+
+
 def test_champion_tolerance_is_configurable():
-    metrics = metrics_for("market", {"champion_valid_brier": 0.085})
+    metrics = metrics_for("market", {"champion_valid_brier": 0.085, "compared_valid_brier": 0.09,
+                                     "champion_compared_markets": 40})
     assert not all(v.passed for v in evaluate_gates(metrics, GateLimits(champion_tolerance=0.001)))
     assert all(v.passed for v in evaluate_gates(metrics, GateLimits(champion_tolerance=0.01)))
 
