@@ -5,8 +5,9 @@ their resolution marker is written instead (features/resolved.py says why). The 
 label view (tag role=label): eviction is its one writer, so it is not materialized here.
 
 Feast's local engine loads a whole [start, end] window (Feast includes rows at `end`) of a view into memory before writing it,
-so a large window is split into `chunk`-sized windows processed in time order (newer values
-overwrite older ones online). Each window is recorded in the registry by Feast, which is what
+so a large window is split into `chunk`-sized windows processed in time order. Online, the newest
+row wins and, at the same event time, the newer correction, in Redis as in SQLite (re-running an
+older window never puts older values back): features/online_corrections.py. Each window is recorded in the registry by Feast, which is what
 `materialize_incremental` continues from.
 """
 
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from config.settings import Settings
+from features.online_corrections import newest_row_wins
 from features.resolved import evict_resolved, is_label_view
 from features.store import OFFLINE_LOCK
 from ingestion.store import EVENT_TS, committed_batches
@@ -130,7 +132,7 @@ def materialize(
     if not names:
         return report
     for window_start, window_end in split_window(start, end, chunk):
-        with OFFLINE_LOCK:
+        with OFFLINE_LOCK, newest_row_wins(store):
             store.materialize(window_start, window_end, feature_views=names, disable_event_timestamp=False)
         for name in names:
             report.add(name, window_start, window_end)
@@ -234,7 +236,7 @@ def _materialize_from_last_end(store: "FeatureStore", end: datetime, names: list
             if name in earliest:
                 start = min(start, earliest[name])
         for window_start, window_end in split_window(start, end, chunk):
-            with OFFLINE_LOCK:
+            with OFFLINE_LOCK, newest_row_wins(store):
                 store.materialize(window_start, window_end, feature_views=[name])
             report.add(name, window_start, window_end)
 

@@ -312,3 +312,53 @@ def test_push_never_brings_a_resolved_market_back_nor_replaces_a_newer_price(for
     later = newest.to_pydatetime() + timedelta(minutes=1)  # within the price view's TTL
     assert online_features(["push_m"], SERVICE, request_ts=later, store=store).values.loc[0, "price"] == 0.65
     assert sorted(settings.offline_store_dir.rglob("*.parquet")) == files
+
+
+@pytest.mark.slow
+def test_a_correction_at_the_same_event_time_replaces_the_online_value_in_redis_and_sqlite(tmp_path, redis_clean):
+    """A late snapshot changes the derived features of the ones after it: ingestion re-publishes those
+    rows at their own ts with a newer ingested_at. Training reads the corrected row; so must serving,
+    in Redis too, where Feast's write skips a row that is not strictly newer than the stored one."""
+    from features.store import apply
+    from tests.feast_project import copy_feature_repo
+    from tests.features.conftest import settings_for
+    from tests.features.offline_data import market_info_rows
+
+    repo = copy_feature_repo(tmp_path)
+    settings = settings_for(tmp_path / "data", repo)
+    settings.ensure_dirs()
+    markets = scenario._markets([scenario.market("corr_m", scenario.utc("2024-01-20"), scenario.utc("2024-12-01"))])
+    publish(settings.offline_store_dir, {"markets": markets, "market_info": market_info_rows(markets),
+                                         "price_features": scenario.prices("corr_m", scenario.days("2024-02-01", "2024-02-05"),
+                                                                           0.35, price_volatility_7d=0.1),
+                                         "poll_features": scenario.polls("corr_m", ["2024-02-01"], 0.5)},
+            "2024-02-06")
+    apply(settings)
+    stores = {"sqlite": get_store(settings),
+              "redis": get_store(settings_for(tmp_path / "data", repo, PM_ONLINE_STORE_TYPE="redis",
+                                              PM_REDIS_HOST=redis_clean.host, PM_REDIS_PORT=str(redis_clean.port),
+                                              PM_REDIS_PASSWORD=redis_clean.password))}
+    when = datetime(2024, 2, 6, tzinfo=timezone.utc)
+
+    def online_volatility(store) -> float:
+        return online_features(["corr_m"], SERVICE, request_ts=when, store=store).values.loc[0, "price_volatility_7d"]
+
+    for store in stores.values():
+        materialize(datetime(2024, 1, 20, tzinfo=timezone.utc), when, views=["price_features"], store=store)
+        assert online_volatility(store) == 0.1
+    # The correction: the newest snapshot (2024-02-05) again, same ts, a new derived value.
+    publish(settings.offline_store_dir, {"price_features": scenario.prices("corr_m", ["2024-02-05"], 0.35,
+                                                                           price_volatility_7d=0.9)},
+            "2024-02-07")
+    assert historical_features(entity_rows(("corr_m", "2024-02-05T12:00:00")), SERVICE, store=stores["sqlite"]
+                               ).loc[0, "price_volatility_7d"] == 0.9  # what training reads
+    for online, store in stores.items():
+        materialize(datetime(2024, 2, 4, tzinfo=timezone.utc), when + timedelta(days=1), views=["price_features"],
+                    store=store)
+        assert online_volatility(store) == 0.9, online
+        # An older window never overwrites the newer stored row (Feast's rule is kept for older rows).
+        materialize(datetime(2024, 2, 1, tzinfo=timezone.utc), datetime(2024, 2, 3, tzinfo=timezone.utc),
+                    views=["price_features"], store=store)
+        read = online_features(["corr_m"], SERVICE, request_ts=when, store=store)
+        assert read.values.loc[0, "price_volatility_7d"] == 0.9, online
+        assert read.age_seconds.loc[0, "price_features"] == pytest.approx(86400, abs=1e-3), online
