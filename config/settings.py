@@ -42,6 +42,24 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise SettingsError(f"{name}={value!r} is not an integer") from None
 
 
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    """A TCP port: 1-65535 (a larger number is silently taken modulo 65536 by the socket layer)."""
+    port = _int(env, name, default)
+    if not 1 <= port <= 65535:
+        raise SettingsError(f"{name}={env.get(name)!r} is not a port (1-65535)")
+    return port
+
+
+ONLINE_STORE_TYPES = ("sqlite", "redis")
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = (env.get(name) or default).lower()
+    if value not in choices:
+        raise SettingsError(f"{name}={env.get(name)!r} is not one of {', '.join(choices)}")
+    return value
+
+
 # sqlite:///relative/path.db (three slashes, then no fourth): SQLAlchemy and MLflow open the path relative
 # to the process's current directory, and `feast` runs with cwd=feature_repo/. `sqlite:////abs.db`,
 # `sqlite://` and `sqlite:///:memory:` are left alone.
@@ -100,10 +118,10 @@ class Settings:
             quarantine_dir=_path(env, "PM_QUARANTINE_DIR", data_dir / "quarantine"),
             feature_repo_dir=_path(env, "PM_FEATURE_REPO_DIR", REPO_ROOT / "feature_repo"),
             feast_registry_uri=_sqlite_uri(env, "PM_FEAST_REGISTRY_URI", f"sqlite:///{data_dir / 'feast_registry.db'}"),
-            online_store_type=(env.get("PM_ONLINE_STORE_TYPE") or "sqlite").lower(),
+            online_store_type=_choice(env, "PM_ONLINE_STORE_TYPE", "sqlite", ONLINE_STORE_TYPES),
             online_sqlite_path=_path(env, "PM_ONLINE_SQLITE_PATH", data_dir / "online_store.db"),
             redis_host=env.get("PM_REDIS_HOST") or "127.0.0.1",
-            redis_port=_int(env, "PM_REDIS_PORT", 6379),
+            redis_port=_port(env, "PM_REDIS_PORT", 6379),
             redis_db=_int(env, "PM_REDIS_DB", 0),
             redis_password=env.get("PM_REDIS_PASSWORD") or "",
             mlflow_tracking_uri=_sqlite_uri(env, "MLFLOW_TRACKING_URI", f"sqlite:///{data_dir / 'mlflow.db'}"),
@@ -114,10 +132,10 @@ class Settings:
             reports_dir=_path(env, "PM_REPORTS_DIR", data_dir / "reports"),
             prediction_log_dir=_path(env, "PM_PREDICTION_LOG_DIR", data_dir / "prediction_log"),
             serving_host=env.get("PM_SERVING_HOST") or "127.0.0.1",
-            serving_port=_int(env, "PM_SERVING_PORT", 8000),
+            serving_port=_port(env, "PM_SERVING_PORT", 8000),
             serving_options=env.get("PM_SERVING_OPTIONS") or "",
             admin_token=env.get("PM_ADMIN_TOKEN") or "",
-            docs_port=_int(env, "PM_DOCS_PORT", 8765),
+            docs_port=_port(env, "PM_DOCS_PORT", 8765),
         )
 
     @property

@@ -76,6 +76,15 @@ def test_a_bad_integer_names_its_variable_and_value(var):
         Settings.from_env({var: "80OO"})
 
 
+@pytest.mark.parametrize("var", ["PM_REDIS_PORT", "PM_SERVING_PORT", "PM_DOCS_PORT"])
+@pytest.mark.parametrize("value", ["0", "-1", "70000", "99999"])
+def test_a_port_outside_1_to_65535_is_refused(var, value):
+    # 99999 would otherwise be bound as 34463 (modulo 65536) while the logs say 99999.
+    with pytest.raises(ValueError, match=rf"^{var}='{value}' is not a port \(1-65535\)$"):
+        Settings.from_env({var: value})
+    assert getattr(Settings.from_env({var: "65535"}), var.removeprefix("PM_").lower()) == 65535
+
+
 @pytest.mark.parametrize("var, attr", [("PM_FEAST_REGISTRY_URI", "feast_registry_uri"),
                                        ("MLFLOW_TRACKING_URI", "mlflow_tracking_uri")])
 def test_relative_sqlite_uri_is_made_absolute_against_the_current_dir(tmp_path: Path, monkeypatch, var, attr):
@@ -101,6 +110,9 @@ def test_relative_sqlite_uri_is_made_absolute_against_the_current_dir(tmp_path: 
     (["ingestion", "show"], "PM_SERVING_PORT", "abc"),
     (["features", "env"], "PM_DOCS_PORT", "8o00"),
     (["serving"], "PM_SERVING_OPTIONS", '{"bogus": 1}'),
+    (["serving"], "PM_SERVING_PORT", "99999"),
+    (["features", "apply"], "PM_ONLINE_STORE_TYPE", "bogus"),
+    (["ingestion", "show"], "PM_ONLINE_STORE_TYPE", "bogus"),
 ])
 def test_every_cli_refuses_a_bad_setting_in_one_line(tmp_path: Path, command, variable, value):
     """A bad environment variable is a user error: `error: ...` naming it, exit 2, no traceback."""

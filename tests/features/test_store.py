@@ -71,9 +71,9 @@ def test_postgres_registry_uri_passes_through(tmp_path):
 
 
 def test_unknown_online_store_type_is_refused(tmp_path):
-    s = Settings.from_env({"PM_DATA_DIR": str(tmp_path), "PM_ONLINE_STORE_TYPE": "memcached"})
-    with pytest.raises(ValueError, match="PM_ONLINE_STORE_TYPE='memcached'"):
-        repo_config(s)
+    # By the settings, so every command refuses it in one line (tests/config/test_settings.py), not only Feast's.
+    with pytest.raises(ValueError, match="PM_ONLINE_STORE_TYPE='memcached' is not one of sqlite, redis"):
+        Settings.from_env({"PM_DATA_DIR": str(tmp_path), "PM_ONLINE_STORE_TYPE": "memcached"})
 
 
 def test_yaml_variable_without_a_setting_is_an_error(tmp_path):
@@ -226,3 +226,22 @@ def test_registry_on_postgres(postgres_srv, tmp_path):
     fresh = get_store(s)
     for view in ("price_features", "poll_features"):
         assert fresh.get_feature_view(view).most_recent_end_time.replace(tzinfo=timezone.utc) == end
+
+
+@pytest.mark.slow
+def test_materializing_before_any_apply_says_to_apply_first(tmp_path):
+    """A fresh data dir and no `feast apply`: one error line naming the command to run (the
+    materialize DAG fails at once on it instead of retrying an obscure 'market_resolution does not exist')."""
+    from features.materialize import FeatureRepoNotApplied, materialize_new_batches
+
+    repo = copy_feature_repo(tmp_path / "proj")
+    env = _env_without_settings(PM_DATA_DIR=str(tmp_path / "proj" / "data"), PM_FEATURE_REPO_DIR=str(repo))
+    proc = subprocess.run([sys.executable, "-m", "features", "materialize-new-batches", "--end", "2024-02-01T00:00:00Z"],
+                          cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "python -m features apply" in lines[0], proc.stderr
+    settings = Settings.from_env({"PM_DATA_DIR": str(tmp_path / "proj" / "data"), "PM_FEATURE_REPO_DIR": str(repo)})
+    with pytest.raises(FeatureRepoNotApplied, match="holds no feature views"):
+        materialize_new_batches(datetime.now(timezone.utc), settings=settings)
