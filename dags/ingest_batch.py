@@ -9,7 +9,7 @@ already published (same content) is skipped, with no asset event.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import Param, dag, task
 
@@ -19,11 +19,13 @@ from pipeline_assets import OFFLINE_STORE
 @dag(
     dag_id="ingest_batch",
     schedule=None,
-    start_date=datetime(2024, 1, 1),
+    start_date=datetime(2024, 1, 1, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,  # ingestion also takes a file lock; one run at a time keeps the UI honest
     params={
-        "batch_dir": Param(type="string", description="Directory of one raw batch (DATA_CONTRACT.md)."),
+        # Absolute: a worker's working directory is arbitrary, and an empty path would name it.
+        "batch_dir": Param(type="string", pattern=r"^/.",
+                           description="Absolute path of one raw batch directory on the worker (DATA_CONTRACT.md)."),
         "assume_utc": Param(False, type="boolean", description="Take naive timestamps as UTC."),
     },
     default_args={"retries": 0, "execution_timeout": timedelta(hours=1)},

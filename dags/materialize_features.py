@@ -8,7 +8,7 @@ happened: ``features.materialize.materialize_new_batches``).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
@@ -18,10 +18,10 @@ from pipeline_assets import OFFLINE_STORE, ONLINE_STORE
 @dag(
     dag_id="materialize_features",
     schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 * * * *", timezone="UTC"), assets=OFFLINE_STORE),
-    start_date=datetime(2024, 1, 1),
+    start_date=datetime(2024, 1, 1, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=2)},
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=2), "execution_timeout": timedelta(hours=2)},
     tags=["features"],
     doc_md=__doc__,
 )
@@ -30,9 +30,15 @@ def materialize_features():
     def materialize_new_batches() -> str:
         from datetime import datetime, timezone
 
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from features.materialize import FeatureRepoNotApplied
         from features.materialize import materialize_new_batches as run
 
-        return run(datetime.now(timezone.utc)).summary()
+        try:
+            return run(datetime.now(timezone.utc)).summary()
+        except FeatureRepoNotApplied as exc:  # retrying cannot help: fail at once, saying what to run
+            raise AirflowFailException(str(exc)) from exc
 
     materialize_new_batches()
 

@@ -8,30 +8,32 @@ return value and on the model version; a training error fails the task.
 
 The training set is built as of the run's data interval end (the weekly cron tick), unless the
 ``as_of`` param says otherwise: re-running or backfilling a scheduled run rebuilds the same training
-set. A run triggered by a retraining request has no data interval in Airflow 3 and trains as of the
-time it runs (its MLflow run records that as_of). The champion at that moment is recorded as
-``parent_version``.
+set. A run triggered by a retraining request has no data interval in Airflow 3; it trains as of the
+time the run was queued for (``run_after``), so clearing and re-running it rebuilds the same
+training set too. The champion at that moment is recorded as ``parent_version``.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
 from pipeline_assets import RETRAIN_REQUEST
+from run_params import ISO_TIME, run_instant
 
 
 @dag(
     dag_id="train_model",
     schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 3 * * 1", timezone="UTC"), assets=RETRAIN_REQUEST),
-    start_date=datetime(2024, 1, 1),
+    start_date=datetime(2024, 1, 1, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,
     params={
-        "as_of": Param(None, type=["null", "string"],
-                       description="Build the training set as of this UTC time (default: the run's data interval end)."),
-        "seed": Param(0, type="integer"),
+        "as_of": Param(None, type=["null", "string"], pattern=ISO_TIME,
+                       description="Build the training set as of this UTC time, ISO 8601 "
+                                   "(default: the run's data interval end, else the time the run was queued for)."),
+        "seed": Param(0, type="integer", minimum=0),
         "promote": Param(True, type="boolean", description="Promote to champion if every gate passes."),
     },
     default_args={"retries": 0, "execution_timeout": timedelta(hours=4)},
@@ -40,13 +42,13 @@ from pipeline_assets import RETRAIN_REQUEST
 )
 def train_model():
     @task
-    def train(params: dict | None = None, data_interval_end=None) -> dict:
+    def train(params: dict | None = None, data_interval_end=None, dag_run=None) -> dict:
         from config.settings import get_settings
         from training.train import retrain
 
-        as_of = params["as_of"] or (data_interval_end.isoformat() if data_interval_end is not None else None)
+        as_of = params["as_of"] or run_instant(data_interval_end, dag_run).isoformat()
         result = retrain(get_settings(), as_of, seed=params["seed"], promote_if_passed=bool(params["promote"]))
-        return {"passed": result.passed, "summary": result.to_text()}
+        return {"passed": result.passed, "as_of": as_of, "summary": result.to_text()}
 
     train()
 

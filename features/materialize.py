@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 DEFAULT_CHUNK = timedelta(days=7)
 
 
+class FeatureRepoNotApplied(ValueError):
+    """The Feast registry has no feature views: the repo was never applied to it."""
+
+
 @dataclass
 class MaterializeReport:
     """What was materialized: per view, the windows written (start, end)."""
@@ -87,6 +91,10 @@ def _views(store: "FeatureStore", views: Sequence[str] | None, report: Materiali
     from features.store import views_without_data
 
     online_views = [fv for fv in store.list_feature_views() if fv.online]
+    if not online_views:
+        raise FeatureRepoNotApplied(
+            "the Feast registry (PM_FEAST_REGISTRY_URI) holds no feature views: run `python -m features apply` "
+            "(or `feast apply` in feature_repo/) once before materializing")
     online = [fv.name for fv in online_views if not is_label_view(fv)]
     if views is not None:
         labels = sorted(set(views) & {fv.name for fv in online_views if is_label_view(fv)})

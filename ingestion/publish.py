@@ -187,6 +187,11 @@ def _batch_digest(directory: Path, skip: frozenset[str] = frozenset()) -> str:
     return digest.hexdigest()
 
 
+def _contains(directory: Path, path: Path) -> bool:
+    """Whether ``path`` is ``directory`` or inside it (both resolved, so links and '..' count)."""
+    return path.resolve().is_relative_to(directory.resolve())
+
+
 def quarantine(batch_dir: Path, quarantine_root: Path, label: str, reason: dict[str, Any]) -> Path:
     """Copy the whole batch directory to ``<quarantine>/<dirname>-<label>/`` with ``_reason.json``.
 
@@ -196,6 +201,14 @@ def quarantine(batch_dir: Path, quarantine_root: Path, label: str, reason: dict[
     """
     name = batch_dir.resolve().name or "batch"
     dest = quarantine_root / f"{name}-{label}"
+    if _contains(batch_dir, quarantine_root):
+        # Not a batch (the data dir, a parent of it, "/"): copying it would copy the quarantine into
+        # itself without end. Keep the reason only, saying why nothing was copied.
+        not_copied = {**reason, "files_not_copied": f"{batch_dir.resolve()} contains the quarantine folder "
+                                                    f"{quarantine_root.resolve()}: it is not a batch directory"}
+        dest.mkdir(parents=True, exist_ok=True)
+        _write_json_atomic(dest / REASON_FILE, not_copied)
+        return dest
     digest = _batch_digest(batch_dir)
     if dest.exists() and _batch_digest(dest, skip=frozenset({REASON_FILE})) != digest:
         dest = quarantine_root / f"{name}-{label}-{digest[:12]}"

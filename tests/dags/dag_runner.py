@@ -36,15 +36,20 @@ RUN_SCRIPT = r"""
 import json, sys
 from datetime import datetime
 from airflow.dag_processing.dagbag import DagBag
+from airflow.models.xcom import XComModel
+from airflow.utils.session import create_session
 bag = DagBag(dag_folder=sys.argv[1])
 assert not bag.import_errors, bag.import_errors
 (dag,) = bag.dags.values()
-when = {"logical_date": datetime.fromisoformat(sys.argv[3])} if len(sys.argv) > 3 else {}
+when = {k: (datetime.fromisoformat(v) if v else None) for k, v in json.loads(sys.argv[3]).items()}
 run = dag.test(run_conf=json.loads(sys.argv[2]), **when)
 states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+with create_session() as session:  # what each task returned (its XCom, as the UI shows it)
+    rows = session.query(XComModel).filter_by(dag_id=dag.dag_id, run_id=run.run_id, key="return_value").all()
+    returned = {row.task_id: XComModel.deserialize_value(row) for row in rows}
 end = run.data_interval_end
-print("RESULT " + json.dumps({"state": str(run.state), "tasks": states,
-                              "data_interval_end": end.isoformat() if end is not None else None}))
+print("RESULT " + json.dumps({"state": str(run.state), "tasks": states, "returned": returned,
+                              "data_interval_end": end.isoformat() if end is not None else None}, default=str))
 """
 
 
@@ -60,10 +65,16 @@ def _run_script(settings: Settings, script: str, args: list[str], what: str, tim
     return result
 
 
-def run_dag_test(settings: Settings, dag_file: str, conf: dict, logical_date: str | None = None) -> dict:
-    """`dag.test()` of one DAG file (at ``logical_date``, ISO with offset, if given; else now);
-    returns {"state": ..., "tasks": {task_id: state}, "data_interval_end": ISO or None}."""
-    args = [str(DAGS_DIR / dag_file), json.dumps(conf)] + ([logical_date] if logical_date else [])
+def run_dag_test(settings: Settings, dag_file: str, conf: dict, logical_date: str | None = None,
+                 run_after: str | None = None) -> dict:
+    """`dag.test()` of one DAG file, at ``logical_date`` (ISO with offset) if given; with ``run_after``
+    and no logical date, as an asset-triggered or manual Airflow 3 run (no data interval) queued for
+    that time. Returns {"state", "tasks": {task_id: state}, "returned": {task_id: XCom},
+    "data_interval_end": ISO or None}."""
+    when = {"logical_date": logical_date} if logical_date else {}
+    if run_after:
+        when.update(run_after=run_after, logical_date=None)
+    args = [str(DAGS_DIR / dag_file), json.dumps(conf), json.dumps(when)]
     return _run_script(settings, RUN_SCRIPT, args, "dag.test()", 600)
 
 
@@ -72,11 +83,40 @@ import json, sys
 from airflow.dag_processing.dagbag import DagBag
 bag = DagBag(dag_folder=sys.argv[1])
 heavy = sorted(m for m in ("feast", "mlflow", "sklearn", "great_expectations", "pandas", "fastapi") if m in sys.modules)
-print("RESULT " + json.dumps({"dags": sorted(bag.dag_ids), "errors": {k: str(v) for k, v in bag.import_errors.items()},
-                              "heavy": heavy}))
+
+
+def zone(dag):
+    timetable = getattr(dag.timetable, "timetable", dag.timetable)  # an AssetOrTimeSchedule wraps one
+    tz = getattr(timetable, "timezone", None)
+    return None if tz is None else str(getattr(tz, "name", tz))
+
+
+def refusals(dag, conf):
+    import copy
+    try:
+        params = copy.deepcopy(dag.params)
+        for key, value in conf.items():  # validated on assignment, as a trigger's conf is
+            params[key] = value
+        params.validate()
+        return None
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+probes = json.loads(sys.argv[2])
+print("RESULT " + json.dumps({
+    "dags": sorted(bag.dag_ids), "errors": {k: str(v) for k, v in bag.import_errors.items()}, "heavy": heavy,
+    "timezones": {d.dag_id: zone(d) for d in bag.dags.values()},
+    "start_dates_aware": {d.dag_id: d.start_date is not None and d.start_date.tzinfo is not None
+                          for d in bag.dags.values()},
+    "params": {f"{dag_id} {json.dumps(conf, sort_keys=True)}": refusals(bag.dags[dag_id], conf)
+               for dag_id, conf in probes},
+}))
 """
 
 
-def parse_dags(settings: Settings) -> dict:
-    """DagBag of dags/: DAG ids, import errors, and which heavy libraries parsing imported."""
-    return _run_script(settings, PARSE_SCRIPT, [str(DAGS_DIR)], "DagBag", 300)
+def parse_dags(settings: Settings, param_probes: list[tuple[str, dict]] = ()) -> dict:
+    """DagBag of dags/: DAG ids, import errors, which heavy libraries parsing imported, each scheduled
+    DAG's timezone, whether start dates are aware, and for each (dag_id, conf) probe the trigger
+    form's refusal (None: accepted)."""
+    return _run_script(settings, PARSE_SCRIPT, [str(DAGS_DIR), json.dumps(list(param_probes))], "DagBag", 300)

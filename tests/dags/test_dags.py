@@ -26,11 +26,41 @@ def _generate(out: Path, markets: int = 60, batches: int = 1) -> Path:
     return out
 
 
+PARAM_PROBES = [  # (dag_id, conf, accepted?)
+    ("ingest_batch", {"batch_dir": "/data/raw/batch-001"}, True),
+    ("ingest_batch", {"batch_dir": ""}, False),  # the worker's working directory
+    ("ingest_batch", {"batch_dir": "raw/batch-001"}, False),  # relative to what, on a worker?
+    ("ingest_batch", {"batch_dir": "/"}, False),
+    ("monitor_model", {"window": "7d"}, True),
+    ("monitor_model", {"window": "24h"}, True),
+    ("monitor_model", {"window": "abc"}, False),
+    ("monitor_model", {"window": "0d"}, False),
+    ("train_model", {"as_of": "2024-03-01T00:00:00+00:00"}, True),
+    ("train_model", {"as_of": "2024-03-01"}, True),
+    ("train_model", {"as_of": None}, True),
+    ("train_model", {"as_of": "garbage"}, False),
+    ("train_model", {"seed": -5}, False),
+]
+
+
 def test_dags_parse_without_heavy_imports(settings):
     parsed = parse_dags(settings)
     assert parsed["errors"] == {}
     assert set(parsed["dags"]) == {"ingest_batch", "materialize_features", "train_model", "monitor_model"}
     assert parsed["heavy"] == [], "heavy libraries must be imported inside tasks, not at DAG parse time"
+
+
+def test_schedules_are_utc_and_trigger_forms_refuse_bad_params(settings, monkeypatch):
+    """Schedules do not move with the deployment's default timezone; a bad param is refused by the
+    trigger form, before a run starts, not deep inside a task after side effects and retries."""
+    monkeypatch.setenv("AIRFLOW__CORE__DEFAULT_TIMEZONE", "America/New_York")
+    parsed = parse_dags(settings, [(dag_id, conf) for dag_id, conf, _ in PARAM_PROBES])
+    scheduled = {k: v for k, v in parsed["timezones"].items() if k != "ingest_batch"}  # ingest: no schedule
+    assert scheduled == {"materialize_features": "UTC", "train_model": "UTC", "monitor_model": "UTC"}, parsed
+    assert all(parsed["start_dates_aware"].values()), parsed["start_dates_aware"]
+    for dag_id, conf, accepted in PARAM_PROBES:
+        refusal = parsed["params"][f"{dag_id} {json.dumps(conf, sort_keys=True)}"]
+        assert (refusal is None) == accepted, (dag_id, conf, refusal)
 
 
 @pytest.mark.slow
@@ -131,6 +161,10 @@ def test_monitor_and_train_dags_work_as_of_their_data_interval(airflow_settings)
 
     monitored = run_dag_test(s, "monitor_model.py", {"window": "7d"}, logical_date="2024-03-20T12:00:00+00:00")
     assert monitored["state"] == "success", monitored
+    summary = monitored["returned"]["monitor"]  # in XCom: the UI shows how the run went, requested or not
+    assert monitored["tasks"]["monitor"] == "success" and summary["severity"] in ("none", "low", "moderate", "high")
+    asked = summary["retrain_request"] is not None
+    assert monitored["tasks"]["request_retraining"] == ("success" if asked else "skipped"), monitored
     end = pd.Timestamp(monitored["data_interval_end"])
     assert end.year == 2024, monitored  # dag.test's interval for that logical date, whatever its exact bounds
     (report,) = (s.reports_dir / "monitoring").glob("*/report.json")
@@ -141,9 +175,11 @@ def test_monitor_and_train_dags_work_as_of_their_data_interval(airflow_settings)
 
     # Training as of a past instant sees only what was published by then; everything here was published
     # during this test, so the run's instant is a moment ago (not the wall clock when the task runs).
+    # As a retraining request triggers it: no data interval (Airflow 3), so the time it was queued for.
     as_of = pd.Timestamp.now(tz="UTC").floor("s")
-    trained = run_dag_test(s, "train_model.py", {}, logical_date=as_of.isoformat())
+    trained = run_dag_test(s, "train_model.py", {}, run_after=as_of.isoformat())
     assert trained["state"] == "success", trained
+    assert trained["data_interval_end"] is None and trained["returned"]["train"]["as_of"] == as_of.isoformat()
     (latest,) = client(s).search_model_versions(f"name='{s.model_name}'", order_by=["version_number DESC"],
                                                 max_results=1)
     assert latest.version != first.version

@@ -332,3 +332,16 @@ def test_newer_version_becomes_current(settings: Settings, tmp_path: Path) -> No
     # No new creation row: the earliest version was already published.
     info = read_published(settings.offline_store_dir, "market_info")
     assert info.groupby("market_id")["event_ts"].nunique().eq(2).all() and len(info) == 4
+
+
+def test_a_directory_holding_the_quarantine_is_not_copied_into_it(settings: Settings, tmp_path: Path) -> None:
+    """Given the data dir itself (or a parent, or "/") as the batch, a refusal must not copy it into its
+    own quarantine folder: that nested ~100 levels deep until the file names grew too long."""
+    published = _ingest(settings, write_batch(tmp_path / "b", valid_tables()))
+    assert published.accepted
+    refused = _ingest(settings, settings.data_dir)  # no table files at its top: refused
+    assert not refused.accepted
+    reason = json.loads((refused.quarantine_path / publish_mod.REASON_FILE).read_text())
+    assert "contains the quarantine folder" in reason["files_not_copied"]
+    assert [p.name for p in refused.quarantine_path.iterdir()] == [publish_mod.REASON_FILE]
+    assert not list(settings.quarantine_dir.glob(".*.tmp")), "no half-copied tree left behind"
