@@ -14,7 +14,7 @@ BENCH_SCRIPTS ?= $(wildcard bench/bench_*.py)
 BENCH_RESULTS ?= bench/results
 PYTEST_ARGS ?=
 
-.PHONY: venv dev demo test lock bench docs clean help
+.PHONY: venv dev demo demo-reset test lock bench docs clean help
 
 help:
 	@echo "make demo   - create .venv, install, then generate -> ingest -> train -> serve -> monitor (embedded defaults, no server)"
@@ -38,16 +38,34 @@ venv: $(VENV)/.installed
 
 dev: $(VENV)/.dev-installed
 
-# The demo world: 2000 markets over 18 months in four time-sliced batches; the last batch is drifted
-# from DEMO_DRIFT on. Fewer markets make the held-out calibration too noisy for the ECE gate
-# (docs/training.md, "Quality on simulated data").
+# The demo world: 2000 markets over 547 days up to today in four time-sliced batches; the last batch
+# (the last 122 days) is drifted. It ends today so the service, which answers as of now, serves fresh
+# features (the price view's TTL is 3 days); the simulator only uses offsets from DEMO_START, so every
+# day's world is the same one, shifted. Fewer markets make the held-out calibration too noisy for the
+# ECE gate (docs/training.md, "Quality on simulated data").
 DEMO_MARKETS ?= 2000
-DEMO_START ?= 2024-01-01
-DEMO_END ?= 2025-07-01
-DEMO_DRIFT ?= 2025-03-01
+DEMO_END ?= $(shell date -u +%F)
+DEMO_START ?= $(shell date -u -d '$(DEMO_END) - 547 days' +%F)
+DEMO_DRIFT ?= $(shell date -u -d '$(DEMO_END) - 122 days' +%F)
 DEMO_SEED ?= 7
+# Written into the data dir by `make demo`: only a data dir holding it (or nothing) is reset by the next one.
+DEMO_MARK := .made-by-make-demo
 
-demo: venv
+# Each `make demo` starts over, so a re-run trains on the same three batches as the first (left in
+# place, the drifted fourth would be in the training set and fail the gates). It deletes the data dir
+# only if a previous `make demo` wrote it; a data dir holding anything else is refused, never deleted.
+demo-reset:
+	@d=$$(realpath -m -- '$(DATA)'); \
+	if [ -d "$$d" ] && [ -n "$$(ls -A -- "$$d")" ]; then \
+	  if [ ! -e "$$d/$(DEMO_MARK)" ]; then \
+	    echo "make demo: $$d holds data make demo did not write; set PM_DATA_DIR to another directory, or delete it (make clean)" >&2; \
+	    exit 1; \
+	  fi; \
+	  $(DELETE_DATA_DIR); \
+	fi; \
+	mkdir -p -- "$$d" && touch -- "$$d/$(DEMO_MARK)"
+
+demo: venv demo-reset
 	rm -rf $(DEMO_DIR)
 	$(PY) -m ingestion generate --markets $(DEMO_MARKETS) --start $(DEMO_START) --end $(DEMO_END) \
 		--seed $(DEMO_SEED) --batches 4 --drift-start $(DEMO_DRIFT) --out $(DEMO_DIR)
@@ -87,9 +105,12 @@ docs: venv
 
 # Removes the data dir the platform uses ($$PM_DATA_DIR, default ./data), refusing /, $$HOME, the checkout
 # and any folder holding the checkout or $$HOME (PM_DATA_DIR=.. would take the checkout with it).
-clean:
-	@d=$$(realpath -m -- '$(DATA)'); home=$$(realpath -m -- "$$HOME"); here=$$(pwd -P); \
-	case "$$d" in /|"$$home"|"$$here") echo "make clean: refusing to delete $$d" >&2; exit 1;; esac; \
-	case "$$here/" in "$$d"/*) echo "make clean: refusing to delete $$d (it holds this checkout)" >&2; exit 1;; esac; \
-	case "$$home/" in "$$d"/*) echo "make clean: refusing to delete $$d (it holds $$home)" >&2; exit 1;; esac; \
+# Shell snippet: delete the data dir $$d, refusing /, $$HOME, this checkout and anything holding them.
+DELETE_DATA_DIR = home=$$(realpath -m -- "$$HOME"); here=$$(pwd -P); \
+	case "$$d" in /|"$$home"|"$$here") echo "make $@: refusing to delete $$d" >&2; exit 1;; esac; \
+	case "$$here/" in "$$d"/*) echo "make $@: refusing to delete $$d (it holds this checkout)" >&2; exit 1;; esac; \
+	case "$$home/" in "$$d"/*) echo "make $@: refusing to delete $$d (it holds $$home)" >&2; exit 1;; esac; \
 	echo "rm -rf $$d"; rm -rf -- "$$d"
+
+clean:
+	@d=$$(realpath -m -- '$(DATA)'); $(DELETE_DATA_DIR)

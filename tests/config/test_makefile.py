@@ -94,3 +94,43 @@ def test_demo_rebuilds_the_replayed_log_before_replaying(tmp_path: Path):
     lines = _demo_dry_run(tmp_path, PM_DATA_DIR=str(data))
     replay = next(i for i, ln in enumerate(lines) if "-m monitoring replay" in ln)
     assert f"rm -rf {data}/replayed_prediction_log" in lines[:replay], lines
+
+
+def test_demo_resets_only_what_a_previous_demo_wrote(tmp_path: Path):
+    """A re-run of `make demo` starts over (the drifted fourth batch left published would be in the
+    next training set and fail its gates), but never deletes a data dir make demo did not write."""
+    fresh = tmp_path / "fresh"
+    proc = _make("demo-reset", PM_DATA_DIR=str(fresh))
+    assert proc.returncode == 0, proc.stderr
+    assert [p.name for p in fresh.iterdir()] == [".made-by-make-demo"]
+
+    (fresh / "offline").mkdir()
+    (fresh / "offline" / "published.parquet").write_text("x")  # the previous demo's state
+    proc = _make("demo-reset", PM_DATA_DIR=str(fresh))
+    assert proc.returncode == 0, proc.stderr
+    assert [p.name for p in fresh.iterdir()] == [".made-by-make-demo"]
+
+    foreign = tmp_path / "platform-data"
+    (foreign / "offline").mkdir(parents=True)
+    (foreign / "offline" / "keep.parquet").write_text("x")
+    proc = _make("demo-reset", PM_DATA_DIR=str(foreign))
+    assert proc.returncode != 0 and "make demo did not write" in proc.stderr
+    assert (foreign / "offline" / "keep.parquet").exists() and not (foreign / ".made-by-make-demo").exists()
+
+    # A marker cannot talk it into deleting what `make clean` refuses to (here: a dir holding the checkout).
+    checkout = tmp_path / "outer" / "checkout"
+    checkout.mkdir(parents=True)
+    (checkout.parent / ".made-by-make-demo").write_text("")
+    proc = _make("demo-reset", cwd=checkout, PM_DATA_DIR="..")
+    assert proc.returncode != 0 and "refusing" in proc.stderr and checkout.exists()
+
+
+def test_demo_world_ends_today_so_served_features_are_fresh(tmp_path: Path):
+    from datetime import datetime, timedelta, timezone
+
+    lines = _demo_dry_run(tmp_path, PM_DATA_DIR=str(tmp_path / "data"))
+    generate = " ".join(ln for ln in lines if "-m ingestion generate" in ln or "--drift-start" in ln)
+    today = datetime.now(timezone.utc).date()
+    assert f"--end {today}" in generate, generate
+    assert f"--start {today - timedelta(days=547)}" in generate and f"--drift-start {today - timedelta(days=122)}" \
+        in generate, generate
