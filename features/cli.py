@@ -60,9 +60,16 @@ def env() -> None:
 @app.command()
 def apply() -> None:
     """Register feature_repo/ definitions (runs the real `feast apply` with settings' environment)."""
+    from features.store import FeastCliError
     from features.store import apply as run
 
-    typer.echo(run())
+    try:
+        typer.echo(run())
+    except FeastCliError as exc:
+        command = str(exc).split(" failed", 1)[0]
+        typer.echo(f"error: {command} failed: {exc.last_line()} (see its full output with "
+                   "`eval \"$(python -m features env)\"; cd feature_repo; feast apply`)", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()

@@ -161,9 +161,23 @@ def run_feast_cli(args: list[str], settings: Settings | None = None, timeout: fl
     proc = subprocess.run([feast_executable(), *args], cwd=settings.feature_repo_dir, env=env,
                           capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
-        raise RuntimeError(f"`feast {' '.join(args)}` in {settings.feature_repo_dir} failed "
-                           f"(exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+        raise FeastCliError(f"`feast {' '.join(args)}` in {settings.feature_repo_dir} failed "
+                            f"(exit {proc.returncode}):\n{proc.stderr[-4000:]}", proc.stderr)
     return proc.stdout
+
+
+class FeastCliError(RuntimeError):
+    """The `feast` CLI failed; ``stderr`` is its output."""
+
+    def __init__(self, message: str, stderr: str) -> None:
+        super().__init__(message)
+        self.stderr = stderr
+
+    def last_line(self) -> str:
+        """The exception Feast died of (its last `SomeError: message` line), for a one-line report."""
+        lines = [ln.strip(" │╰╭─") for ln in self.stderr.splitlines() if ln.strip(" │╰╭─")]
+        errors = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception|Exit)\b.*:", ln)]
+        return (errors or lines or ["no output"])[-1]
 
 
 def apply(settings: Settings | None = None) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,8 +29,19 @@ def _call(url: str, payload: dict | None = None) -> tuple[int, dict]:
         return err.code, json.loads(err.read() or b"{}")
 
 
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        return probe.connect_ex((host, port)) == 0
+
+
 def main() -> int:
     settings = get_settings()
+    if _port_in_use(settings.serving_host, settings.serving_port):
+        # Another service (e.g. a `python -m serving` left running) would answer in our child's place.
+        print(f"port {settings.serving_port} on {settings.serving_host} is already in use: stop what listens "
+              "there or set PM_SERVING_PORT to a free port", file=sys.stderr)
+        return 1
     markets = read_published(settings.offline_store_dir, "markets").sort_values("updated_at")
     current = markets.groupby("market_id").tail(1)
     open_ids = current.loc[current["resolved_at"].isna(), "market_id"].tolist()[:3]
@@ -40,6 +52,10 @@ def main() -> int:
     try:
         deadline = time.monotonic() + 180
         while True:
+            if server.poll() is not None:  # before trusting any answer on the port: it must be our child's
+                print(f"the prediction service exited (code {server.returncode}) before it was ready",
+                      file=sys.stderr)
+                return 1
             try:
                 status, ready = _call(f"{base}/ready")
                 if status == 200 and ready.get("ready"):
@@ -50,7 +66,7 @@ def main() -> int:
                     return 1
             except (urllib.error.URLError, ConnectionError):
                 pass
-            if server.poll() is not None or time.monotonic() > deadline:
+            if time.monotonic() > deadline:
                 print("the prediction service did not become ready", file=sys.stderr)
                 return 1
             time.sleep(0.5)

@@ -245,3 +245,19 @@ def test_materializing_before_any_apply_says_to_apply_first(tmp_path):
     settings = Settings.from_env({"PM_DATA_DIR": str(tmp_path / "proj" / "data"), "PM_FEATURE_REPO_DIR": str(repo)})
     with pytest.raises(FeatureRepoNotApplied, match="holds no feature views"):
         materialize_new_batches(datetime.now(timezone.utc), settings=settings)
+
+
+@pytest.mark.slow
+def test_a_failing_feast_apply_is_one_error_line_naming_feasts_exception(tmp_path):
+    """An unreachable SQL registry: Feast's own exception in one line, not 130 lines of traceback; the
+    registry password never printed."""
+    repo = copy_feature_repo(tmp_path / "proj")
+    env = _env_without_settings(PM_DATA_DIR=str(tmp_path / "proj" / "data"), PM_FEATURE_REPO_DIR=str(repo),
+                                PM_FEAST_REGISTRY_URI="postgresql+psycopg2://u:secretpw@127.0.0.1:1/db")
+    proc = subprocess.run([sys.executable, "-m", "features", "apply"], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: `feast apply`"), proc.stderr
+    assert "OperationalError" in lines[0] and "Connection refused" in lines[0], lines[0]
+    assert "secretpw" not in proc.stdout + proc.stderr
