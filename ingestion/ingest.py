@@ -216,8 +216,7 @@ def _ingest_locked(batch_dir: Path, assume_utc: bool, settings: Settings, now: p
         if not gate.success:
             return _refuse(batch_dir, batch_id, settings, now, _gate_violations(gate, typed), warnings,
                            input_rows, gate=gate.to_dict())
-        warnings.extend(f"validation warning: {w['table']}.{w.get('column')}: {w.get('rule')} "
-                        f"(observed {w.get('observed_value')})" for w in gate.warnings)
+        warnings.extend(_gate_warning(w) for w in gate.warnings)
 
     # Strictly after every published batch, even if the clock stepped back: Feast resolves equal
     # event timestamps by the newest created timestamp, so corrections must sort last.
@@ -323,16 +322,46 @@ def _run_gate(typed: dict[str, TypedTable], batch_id: str, published_markets: pd
                                 now=now.to_pydatetime())
 
 
+def _gate_observation(issue: dict[str, Any]) -> str:
+    """What the gate saw, against what it expected: "observed 3, expected between 1 and 2" (or "")."""
+    from validation.gate import bounds_text
+
+    parts = []
+    if issue.get("observed_value") is not None:
+        parts.append(f"observed {issue['observed_value']}")
+    if issue.get("bounds"):
+        parts.append(f"expected {bounds_text(issue['bounds'])}")
+    return ", ".join(parts)
+
+
+def _gate_column(issue: dict[str, Any]) -> str | None:
+    """The contract column(s) an expectation is about (``_market_known`` is market_id, ...)."""
+    from validation.frames import contract_columns
+
+    return contract_columns(issue.get("column"))
+
+
+def _gate_warning(issue: dict[str, Any]) -> str:
+    column = _gate_column(issue)
+    where = f"{issue['table']}.{column}" if column else issue["table"]
+    seen = _gate_observation(issue)
+    return (f"validation warning: {where}: {issue.get('rule')}" + (f" ({seen})" if seen else "")
+            + (f" (Data Docs: {issue['docs_page']})" if issue.get("docs_page") else ""))
+
+
 def _gate_violations(gate: Any, typed: dict[str, TypedTable]) -> list[Violation]:
     out = []
     for f in gate.failures:
         table = f.get("table")
         file = typed[table].file if table in typed else str(table)
         examples = [v if isinstance(v, dict) else {"value": v} for v in (f.get("examples") or [])[:3]]
-        out.append(Violation(file, table, f"gate:{f.get('expectation')}", f.get("column"),
-                             int(f.get("unexpected_count") or 0),
-                             f"validation gate: {f.get('rule')} "
-                             f"(Data Docs: {f.get('docs_page') or gate.docs_page})",
+        # A table-level expectation (row count, a mean) has no unexpected rows: it refuses the whole table.
+        count = f.get("unexpected_count")
+        n_rows = int(count) if count is not None else (len(typed[table].typed) if table in typed else 0)
+        seen = _gate_observation(f)
+        out.append(Violation(file, table, f"gate:{f.get('expectation')}", _gate_column(f), n_rows,
+                             f"validation gate: {f.get('rule')}" + (f" ({seen})" if seen else "")
+                             + f" (Data Docs: {f.get('docs_page') or gate.docs_page})",
                              examples))
     return out
 

@@ -10,13 +10,14 @@ Typing rules (contract: "a value that cannot be converted to the column's type w
   correctly rounded ``float()``, so a CSV written with round-trip precision types exactly
   like the Parquet it came from (same batch_id).
 * int columns: integers, or floats/text with no fractional part (``1.0`` -> 1; ``1.5`` refused).
-* timestamps: ISO-8601 text with ``Z`` or an offset, or a Parquet timestamp with a time zone;
-  converted to UTC at microsecond precision. Naive text / naive Parquet timestamps are refused
-  (``naive_timestamp``) unless ``assume_utc``. Sub-microsecond values would lose precision and
-  are refused. Values before 2000-01-01 or after ``now + 1 day`` are refused, except that
-  ``markets.resolution_date`` (a scheduled date: an open market's is in the future) may be
-  as late as 2262-04-11 (pandas' nanosecond range, which the gate and Feast use); text after
-  that is still parsed, so both formats refuse it by the same rule.
+* timestamps: ISO-8601 text with ``Z`` (RFC 3339 also allows ``z``) or an offset, or a Parquet
+  timestamp with a time zone; converted to UTC at microsecond precision. Naive text / naive
+  Parquet timestamps are refused (``naive_timestamp``) unless ``assume_utc``. Sub-microsecond
+  values would lose precision and are refused. Values before 2000-01-01 or after
+  ``now + 1 day`` are refused, except that ``markets.resolution_date`` (a scheduled date: an
+  open market's is in the future) may be as late as 2262-04-11 (pandas' nanosecond range,
+  which the gate and Feast use); text after that is still parsed, so both formats refuse it
+  by the same rule.
 """
 
 from __future__ import annotations
@@ -278,6 +279,8 @@ def _parse_timestamp_text(text: pd.Series) -> tuple[pd.Series, np.ndarray, np.nd
     (after 2262, e.g. a far scheduled resolution_date) are parsed by Python, as a Parquet
     timestamp of that date would be read.
     """
+    # RFC 3339 allows a lowercase "z" (UTC); pandas and Python parse only "Z".
+    text = text.str.replace(r"z$", "Z", regex=True)
     present = text.notna().to_numpy()
     iso = present & text.str.match(_ISO_DATE_RE).fillna(False).to_numpy(dtype=bool)
     aware = iso & text.str.contains(_AWARE_RE, regex=True).fillna(False).to_numpy(dtype=bool)

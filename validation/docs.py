@@ -18,6 +18,10 @@ from validation.project import DOCS_SITE_NAME, docs_index, get_project
 DOCS_HOST = "127.0.0.1"
 
 
+class DocsServeError(RuntimeError):
+    """The Data Docs server cannot listen on its port (in use, not allowed)."""
+
+
 def build_docs(settings: Settings) -> Path:
     """Rebuild the Data Docs site (latest validation results, all suites) and return index.html."""
     project = get_project(settings)
@@ -44,9 +48,19 @@ def make_server(site_dir: Path, port: int) -> http.server.ThreadingHTTPServer:
 
 
 def serve_docs(settings: Settings, port: int | None = None, announce: Callable[[str], None] = print) -> None:
-    """Build the docs, then serve them until interrupted."""
-    index = build_docs(settings)
-    server = make_server(index.parent, settings.docs_port if port is None else port)
+    """Build the docs, then serve them until interrupted (the port is taken first: a busy one fails fast)."""
+    port = settings.docs_port if port is None else port
+    try:
+        server = make_server(docs_index(settings).parent, port)
+    except (OSError, OverflowError) as exc:  # in use, not allowed; OverflowError: not a port number
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise DocsServeError(f"cannot serve Data Docs on {DOCS_HOST}:{port}: {reason} "
+                             "(choose another port with --port or the PM_DOCS_PORT setting)") from None
+    try:
+        build_docs(settings)
+    except BaseException:
+        server.server_close()
+        raise
     announce(f"Serving Data Docs at {docs_url(server.server_address[1])} (Ctrl-C to stop)")
     try:
         server.serve_forever()

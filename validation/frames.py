@@ -17,6 +17,13 @@ import pandas as pd
 from validation.suites import STRING_VALUE_COLUMNS, TIMESTAMP_COLUMNS, TRAINING_POLL_FEATURES
 
 LIFETIME_COLUMNS = ["market_id", "created_at", "resolved_at", "updated_at"]
+# Each derived column -> the contract column it is computed from; None: the market's lifetime, from
+# the markets table, so a rule on an observation names only the observation's own columns.
+DERIVED_FROM: dict[str, str | None] = {
+    "_outcome_is_null": "outcome", "_resolved_at_is_null": "resolved_at", "_is_resolved": "resolved_at",
+    "_market_known": "market_id", "_market_created_at": None, "_market_closes_at": None,
+    **{f"_{column}_is_str": column for column in STRING_VALUE_COLUMNS},
+}
 UTC_NS = pd.DatetimeTZDtype("ns", "UTC")
 RUN_PROBE = 4096  # leading values looked at to decide whether rows come grouped (runs_of_equal_strings)
 
@@ -39,6 +46,18 @@ def normalize(df: pd.DataFrame, table: str) -> pd.DataFrame:
             if isinstance(dtype, pd.DatetimeTZDtype) and str(dtype.tz) == "UTC" and dtype.unit != "ns":
                 out[column] = out[column].astype("datetime64[ns, UTC]")
     return out
+
+
+def contract_columns(columns: str | None) -> str | None:
+    """An expectation's column(s) ("ts,_market_created_at") as contract columns ("ts"), for reports."""
+    if not columns:
+        return columns
+    names: list[str] = []
+    for name in columns.split(","):
+        contract = DERIVED_FROM.get(name, name)
+        if contract is not None and contract not in names:
+            names.append(contract)
+    return ",".join(names) or None
 
 
 def is_str(values: np.ndarray) -> np.ndarray:

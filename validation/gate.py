@@ -74,10 +74,19 @@ class GateResult:
                              + (f" ({count} rows)" if count is not None else "")
                              + (f" examples={item['examples']}" if item.get("examples") else "")
                              + (f" observed={item['observed_value']}" if item.get("observed_value") is not None
-                                else ""))
+                                else "")
+                             + (f" expected {bounds_text(item['bounds'])}" if item.get("bounds") else ""))
         if self.docs_page:
             lines.append(f"  Data Docs: {self.docs_page}")
         return "\n".join(lines)
+
+
+def bounds_text(bounds: dict[str, Any]) -> str:
+    """``{"min_value": 1, "max_value": 2}`` as "between 1 and 2" (or "at least 1", "at most 2")."""
+    low, high = bounds.get("min_value"), bounds.get("max_value")
+    if low is not None and high is not None:
+        return f"between {low} and {high}"
+    return f"at least {low}" if low is not None else f"at most {high}"
 
 
 class UnknownTable(ValueError):
@@ -142,10 +151,13 @@ def _run(frames: dict[str, pd.DataFrame], run_name: str, thresholds: Thresholds 
     gx = import_gx()
     project = get_project(settings)
     now = now or dt.datetime.now(dt.timezone.utc)
+    thresholds = thresholds or Thresholds()
     parameters = expectation_parameters(thresholds, now)
     run_id = gx.RunIdentifier(run_name=run_name_for_docs(run_name), run_time=now)
     result = GateResult(success=True)
+    # The page to look at: the first that refuses, else the first with a warning, else the first.
     first_failing_page: str | None = None
+    first_warning_page: str | None = None
     first_page: str | None = None
     for table, frame in frames.items():
         # GX fingerprints the frame (a hash of every value) after its Python-level set-up:
@@ -162,12 +174,18 @@ def _run(frames: dict[str, pd.DataFrame], run_name: str, thresholds: Thresholds 
             first_page = first_page or page
             issues = _failed_expectations(table, suite_result, frame, page)
             refusing = [i for i in issues if i["severity"] == ERROR]
-            result.warnings.extend(i for i in issues if i["severity"] != ERROR)
+            # Distribution checks (the warnings) say nothing about a handful of rows (the spread of
+            # one price is undefined): below distribution_min_rows they are not reported.
+            warned = [i for i in issues if i["severity"] != ERROR
+                      and len(frame) >= thresholds.distribution_min_rows]
             result.failures.extend(refusing)
+            result.warnings.extend(warned)
             if refusing and first_failing_page is None:
                 first_failing_page = page
+            if warned and first_warning_page is None:
+                first_warning_page = page
     result.success = not result.failures
-    result.docs_page = first_failing_page or first_page
+    result.docs_page = first_failing_page or first_warning_page or first_page
     return result
 
 
@@ -235,6 +253,7 @@ def _failed_expectations(table: str, suite_result: Any, frame: pd.DataFrame, pag
         if exception is not None and set(columns) & mistyped_columns:
             continue
         details = r.result or {}
+        bounds = {k: _jsonable(kwargs[k]) for k in ("min_value", "max_value") if kwargs.get(k) is not None}
         issue = {
             "table": table,
             "expectation": config.type,
@@ -245,6 +264,7 @@ def _failed_expectations(table: str, suite_result: Any, frame: pd.DataFrame, pag
             "examples": _jsonable((details.get("partial_unexpected_index_list")
                                    or details.get("partial_unexpected_list") or [])[:5]),
             "observed_value": _jsonable(details.get("observed_value")),
+            "bounds": bounds or None,
             "docs_page": page,
         }
         if exception is not None:

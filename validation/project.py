@@ -3,7 +3,8 @@
 Layout (docs/data_validation.md):
 - ``gx/great_expectations.yml``, ``gx/expectations/``, ``gx/validation_definitions/``,
   ``gx/checkpoints/``: committed, written by :func:`write_project` (``python -m validation init``)
-  from the suites in ``validation.suites``.
+  from the suites in ``validation.suites``; ``gx/plugins/custom_data_docs/styles/`` from
+  ``validation/data_docs_custom_styles.css`` (GX inlines it into every page: readable offline).
 - Generated output (validation results, Data Docs) goes to :func:`output_dir`, i.e.
   ``settings.data_dir / "gx"``, via the ``${pm_gx_output_dir}`` substitution in the yml, so a
   test's isolated ``settings`` also isolates its Data Docs. ``gx/uncommitted/`` (GX's own
@@ -37,6 +38,9 @@ GX_ANALYTICS_ENABLED = False
 DATASOURCE_NAME = "pm_frames"
 BATCH_DEFINITION_NAME = "whole_frame"
 DOCS_SITE_NAME = "local_site"
+# GX inlines this file of the project (plugins_directory) into every Data Docs page.
+DOCS_STYLES_SOURCE = Path(__file__).with_name("data_docs_custom_styles.css")
+DOCS_STYLES_PATH = Path("plugins", "custom_data_docs", "styles", "data_docs_custom_styles.css")
 OUTPUT_DIR_VARIABLE = "pm_gx_output_dir"
 # Few examples per failing expectation, each with its row's key columns: enough for a
 # quarantine reason ("a few example rows"), cheap to compute.
@@ -244,8 +248,13 @@ def write_project(gx_dir: Path, settings: Settings) -> list[str]:
     if not yml.is_file():
         yml.write_text(GX_YML)
     (gx_dir / ".gitignore").write_text("uncommitted/\n")
-    context = _open_context(gx_dir, output_dir(settings))
     written: list[str] = []
+    styles, wanted_styles = gx_dir / DOCS_STYLES_PATH, DOCS_STYLES_SOURCE.read_text()
+    if not styles.is_file() or styles.read_text() != wanted_styles:
+        styles.parent.mkdir(parents=True, exist_ok=True)
+        styles.write_text(wanted_styles)
+        written.append(f"Data Docs styles {DOCS_STYLES_PATH}")
+    context = _open_context(gx_dir, output_dir(settings))
 
     datasource = _get_or_none(context.data_sources, DATASOURCE_NAME) or context.data_sources.add_pandas(
         DATASOURCE_NAME)

@@ -9,7 +9,9 @@ One suite per table (``<table>.contract``), each expectation with one of two sev
 (GX's own ``severity`` field, see :data:`GX_SEVERITY`):
 - ``error`` (GX ``critical``): the contract; a failure refuses the batch (ingestion quarantines it).
 - ``warning`` (GX ``warning``): distribution checks (price mean/spread, share of resolved
-  markets); a failure is reported, never refuses.
+  markets); a failure is reported, never refuses, and only for a table of at least
+  ``Thresholds.distribution_min_rows`` rows (the spread of one price is undefined, the mean of a
+  few says nothing about drift).
 One suite rather than a contract and a distribution suite: GX's cost per validation result
 (freshness checks, result storing, a Data Docs page) is paid once per batch, not twice.
 Thresholds are GX suite parameters (``{"$PARAMETER": name}``) whose values come from
@@ -25,6 +27,7 @@ column-pair expectations.
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -33,6 +36,9 @@ KNOWN_EVENT_TYPES = ("election", "sports", "economics", "crypto", "weather", "sc
 # checked by ingestion, which runs first).
 PLATFORM_REGEX = r"^[^A-Z]+$"
 MARKET_ID_MAX_LEN = 128
+# Upper bound of a float column that is only required to be finite: +inf is the only value above it
+# (GX's between-check has no "finite" option; NaN is a null, checked by the null rules).
+FINITE_MAX = sys.float_info.max
 
 TABLES = ("markets", "price_snapshots", "polls")
 TRAINING_SET = "training_set"
@@ -90,7 +96,8 @@ class Thresholds:
     price_snapshots_rows_max: int = 200_000_000
     polls_rows_min: int = 1
     polls_rows_max: int = 200_000_000
-    # Distribution (warn only).
+    # Distribution (warn only), reported from this many rows in the table.
+    distribution_min_rows: int = 30
     price_mean_min: float = 0.05
     price_mean_max: float = 0.95
     price_stdev_min: float = 0.01
@@ -241,7 +248,8 @@ def price_snapshots_contract() -> SuiteSpec:
     specs += _timestamp_ranges("price_snapshots")
     specs += [
         _e("ExpectColumnValuesToBeBetween", "price is in [0, 1]", column="price", min_value=0.0, max_value=1.0),
-        _e("ExpectColumnValuesToBeBetween", "volume_24h is at least 0", column="volume_24h", min_value=0.0),
+        _e("ExpectColumnValuesToBeBetween", "volume_24h is a finite number, at least 0", column="volume_24h",
+           min_value=0.0, max_value=FINITE_MAX),
     ]
     specs += _observation_rules("price_snapshots")
     specs += [  # distribution: warns only
@@ -293,13 +301,18 @@ def training_set_contract() -> SuiteSpec:
                         "within bounds", column=column, min_value=_p(param), max_value=1.0))
     specs += [
         _e("ExpectColumnValuesToBeBetween", "feature price is in [0, 1]", column="price", min_value=0.0, max_value=1.0),
-        _e("ExpectColumnValuesToBeBetween", "feature volume_24h is at least 0", column="volume_24h", min_value=0.0),
-        _e("ExpectColumnValuesToBeBetween", "feature volume_mean_7d is at least 0", column="volume_mean_7d",
-           min_value=0.0),
-        _e("ExpectColumnValuesToBeBetween", "feature price_volatility_7d is at least 0",
-           column="price_volatility_7d", min_value=0.0),
-        _e("ExpectColumnValuesToBeBetween", "feature price_volatility_30d is at least 0",
-           column="price_volatility_30d", min_value=0.0),
+        _e("ExpectColumnValuesToBeBetween", "feature volume_24h is a finite number, at least 0", column="volume_24h",
+           min_value=0.0, max_value=FINITE_MAX),
+        _e("ExpectColumnValuesToBeBetween", "feature volume_mean_7d is a finite number, at least 0 (or null)",
+           column="volume_mean_7d", min_value=0.0, max_value=FINITE_MAX),
+        _e("ExpectColumnValuesToBeBetween", "feature price_volatility_7d is a finite number, at least 0 (or null)",
+           column="price_volatility_7d", min_value=0.0, max_value=FINITE_MAX),
+        _e("ExpectColumnValuesToBeBetween", "feature price_volatility_30d is a finite number, at least 0 (or null)",
+           column="price_volatility_30d", min_value=0.0, max_value=FINITE_MAX),
+        _e("ExpectColumnValuesToBeBetween", "feature price_change_1d is a finite number (or null)",
+           column="price_change_1d", min_value=-FINITE_MAX, max_value=FINITE_MAX),
+        _e("ExpectColumnValuesToBeBetween", "feature price_change_7d is a finite number (or null)",
+           column="price_change_7d", min_value=-FINITE_MAX, max_value=FINITE_MAX),
         _e("ExpectColumnValuesToBeBetween", "feature poll_average is in [0, 1] (or null)", column="poll_average",
            min_value=0.0, max_value=1.0),
         _e("ExpectColumnValuesToBeBetween", "feature poll_trend is in [-1, 1] (or null)", column="poll_trend",

@@ -197,3 +197,21 @@ def test_integer_text_is_not_rounded_on_its_way(tmp_path: Path) -> None:
     [v] = violations
     assert (v.rule, v.column, v.n_rows) == ("not_convertible", "n_polls", 1) and "fractional" in v.detail
     assert bool(t.typed["n_polls"].isna().iloc[2])
+
+
+def test_lowercase_z_zone_is_utc(tmp_path: Path) -> None:
+    """RFC 3339 allows a lowercase ``z``; it means UTC exactly as ``Z`` does (also past pandas' range)."""
+    header = "market_id,question,event_type,platform,created_at,resolution_date,resolved_at,outcome,updated_at"
+    path = _write_csv(tmp_path / "markets.csv", header,
+                      ["m1,q,sports,kalshi,2024-02-09T11:33:54z,2200-01-01T00:00:00z,,,2024-02-09 11:33:54.5z"])
+    t, violations = read_table(path, "markets", assume_utc=False, now=NOW)
+    assert violations == []
+    row = t.typed.iloc[0]
+    assert row["created_at"] == pd.Timestamp("2024-02-09T11:33:54Z")
+    assert row["resolution_date"] == pd.Timestamp("2200-01-01T00:00:00Z")
+    assert row["updated_at"] == pd.Timestamp("2024-02-09T11:33:54.5Z")
+    # After 2262 (parsed by Python): read, then refused by the scheduled-date limit, not as unreadable.
+    far = _write_csv(tmp_path / "far" / "markets.csv", header,
+                     ["m1,q,sports,kalshi,2024-02-09T11:33:54Z,3000-01-01T00:00:00z,,,2024-02-09T11:33:54Z"])
+    _, violations = read_table(far, "markets", assume_utc=False, now=NOW)
+    assert [(v.rule, v.column) for v in violations] == [("timestamp_in_future", "resolution_date")]

@@ -178,6 +178,7 @@ BAD_BATCHES = {
     "wrong type naive timestamps": (_naive_ts, {(S, "expect_column_type_to_be", "ts")}),
     "price out of range": (_set(S, "price", 2, 1.5), {(S, "expect_column_values_to_be_between", "price")}),
     "negative volume": (_set(S, "volume_24h", 4, -1.0), {(S, "expect_column_values_to_be_between", "volume_24h")}),
+    "infinite volume": (_set(S, "volume_24h", 4, np.inf), {(S, "expect_column_values_to_be_between", "volume_24h")}),
     "null price": (_set(S, "price", 1, np.nan), {(S, "expect_column_values_to_not_be_null", "price")}),
     "poll_trend out of range": (_set(P, "poll_trend", 0, 2.0), {(P, "expect_column_values_to_be_between", "poll_trend")}),
     "negative n_polls": (_set(P, "n_polls", 0, -3), {(P, "expect_column_values_to_be_between", "n_polls")}),
@@ -328,6 +329,27 @@ def test_distribution_checks_warn_without_refusing(gate_settings) -> None:
     assert mean_warning["observed_value"] == pytest.approx(0.01)
 
 
+@pytest.mark.slow
+def test_distribution_checks_need_enough_rows(gate_settings) -> None:
+    """One snapshot has no spread (GX observes None): too few rows to judge a distribution, so no warning."""
+    tables = clean_tables()
+    one = {"markets": tables["markets"], "price_snapshots": tables["price_snapshots"].iloc[[3]]}
+    result = run_batch_checkpoint(one, "one-snapshot", settings=gate_settings)
+    assert result.success and result.warnings == [], result.to_text()
+    assert Thresholds().distribution_min_rows > 1
+    counted = run_batch_checkpoint(one, "one-snapshot-counted", settings=gate_settings,
+                                   thresholds=Thresholds(distribution_min_rows=1))
+    assert [(w["expectation"], w["observed_value"]) for w in counted.warnings] == [
+        ("expect_column_stdev_to_be_between", None)]
+    # Markets: 10 resolved of 10 is a share of 1.0, judged only from distribution_min_rows markets.
+    resolved = factories.markets(10, resolved_share=1.0)
+    assert run_batch_checkpoint({"markets": resolved}, "ten-resolved", settings=gate_settings).warnings == []
+    judged = run_batch_checkpoint({"markets": resolved}, "ten-resolved-judged", settings=gate_settings,
+                                  thresholds=Thresholds(distribution_min_rows=10))
+    assert [(w["column"], w["observed_value"]) for w in judged.warnings] == [("_is_resolved", 1.0)]
+    assert judged.docs_page == judged.warnings[0]["docs_page"]
+
+
 def test_warning_thresholds_are_parameters(gate_settings) -> None:
     tables = clean_tables()  # half the markets are resolved
     strict = Thresholds(resolved_share_max=0.2)
@@ -459,10 +481,11 @@ def test_copy_on_write_run_gives_the_same_verdict(gate_settings, monkeypatch) ->
                    _outcome_without_resolution):
         mutate(tables)
     before = {name: frame.copy() for name, frame in tables.items()}
-    with_cow = run_batch_checkpoint(tables, "cow-on", settings=gate_settings)
+    now = _now().to_pydatetime()  # one validation time: the timestamp bounds reported are the same
+    with_cow = run_batch_checkpoint(tables, "cow-on", settings=gate_settings, now=now)
     assert pd.get_option("mode.copy_on_write") is False  # scoped to the run
     monkeypatch.setattr(gate, "GX_RUN_PANDAS_OPTIONS", ("mode.copy_on_write", False))
-    without = run_batch_checkpoint(tables, "cow-off", settings=gate_settings)
+    without = run_batch_checkpoint(tables, "cow-off", settings=gate_settings, now=now)
 
     def verdict(result: GateResult) -> list:
         return sorted(json.dumps({k: v for k, v in f.items() if k != "docs_page"}, sort_keys=True)

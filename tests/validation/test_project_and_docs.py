@@ -149,6 +149,75 @@ def test_validate_command_passes_a_simulator_batch_and_refuses_csv_in_one_line(g
     assert csv.output.startswith("error: ") and "markets.csv" in csv.output and "Traceback" not in csv.output
 
 
+def _validate(gate_settings, monkeypatch, *args: str, gx_dir: Path | None = None):
+    from typer.testing import CliRunner
+
+    from config.settings import get_settings
+    from validation.cli import app
+
+    monkeypatch.setenv("PM_DATA_DIR", str(gate_settings.data_dir))
+    if gx_dir is not None:
+        monkeypatch.setenv("PM_GX_DIR", str(gx_dir))
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["validate", *args])
+    finally:
+        get_settings.cache_clear()
+    # Never an exception out of the command: exit codes and one line per problem.
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    assert "Traceback" not in result.output
+    return result
+
+
+def _write_batch(directory: Path, **tables: pd.DataFrame) -> Path:
+    directory.mkdir(parents=True)
+    for name, frame in tables.items():
+        frame.to_parquet(directory / f"{name}.parquet", index=False)
+    return directory
+
+
+@pytest.mark.slow
+def test_validate_command_types_the_batch_as_ingestion_does(gate_settings, tmp_path: Path, monkeypatch) -> None:
+    """What ingestion accepts (a double outcome, timestamps in another zone: converted to UTC) passes; what
+    its reader refuses (a resolution_date in 3000, naive timestamps) is refused, one line each, exit 1."""
+    markets = factories.markets(40)
+    snaps = factories.snapshots(markets)
+    accepted = _write_batch(tmp_path / "accepted", markets=markets.assign(outcome=markets["outcome"].astype("float64")),
+                            price_snapshots=snaps.assign(ts=snaps["ts"].dt.tz_convert("Asia/Kolkata")))
+    passed = _validate(gate_settings, monkeypatch, str(accepted))
+    assert passed.exit_code == 0, passed.output
+    assert "validation passed (0 failing" in passed.output
+
+    far = markets.assign(resolution_date=markets["resolution_date"].astype("datetime64[us, UTC]"))
+    far.loc[0, "resolution_date"] = pd.Timestamp("3000-01-01", tz="UTC")
+    naive = snaps.assign(ts=snaps["ts"].dt.tz_localize(None))
+    refused = _validate(gate_settings, monkeypatch, str(_write_batch(tmp_path / "refused", markets=far,
+                                                                     price_snapshots=naive)))
+    assert refused.exit_code == 1, refused.output
+    fail_lines = [line for line in refused.output.splitlines() if line.startswith("  FAIL")]
+    assert len(fail_lines) == 2, refused.output
+    assert fail_lines[0].startswith("  FAIL ingestion:timestamp_in_future on markets.resolution_date: ")
+    assert "(1 rows)" in fail_lines[0] and "3000-01-01" in fail_lines[0]
+    assert fail_lines[1].startswith("  FAIL ingestion:naive_timestamp on price_snapshots.ts: ")
+    assert f"({len(snaps)} rows)" in fail_lines[1]
+    as_json = json.loads(_validate(gate_settings, monkeypatch, "--json", str(tmp_path / "refused")).stdout)
+    assert as_json["success"] is False
+    assert [(f["file"], f["column"]) for f in as_json["failures"]] == [
+        ("markets.parquet", "resolution_date"), ("price_snapshots.parquet", "ts")]
+
+    naive_only = _write_batch(tmp_path / "naive", markets=markets, price_snapshots=naive)
+    assert _validate(gate_settings, monkeypatch, str(naive_only)).exit_code == 1
+    assert _validate(gate_settings, monkeypatch, "--assume-utc", str(naive_only)).exit_code == 0
+
+
+def test_validate_command_without_a_gx_project_is_one_error_line(gate_settings, tmp_path: Path, monkeypatch) -> None:
+    markets = factories.markets(10)
+    batch = _write_batch(tmp_path / "batch", markets=markets)
+    result = _validate(gate_settings, monkeypatch, str(batch), gx_dir=tmp_path / "no-project")
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: No GX project at ") and "python -m validation init" in result.output
+
+
 def test_decimal_speedup_keeps_answers() -> None:
     import_gx()
     from great_expectations import util
@@ -215,6 +284,11 @@ def test_init_writes_a_working_project_and_is_idempotent(tmp_path: Path) -> None
     settings = Settings.from_env({"PM_DATA_DIR": str(tmp_path / "data"), "PM_GX_DIR": str(tmp_path / "gx")})
     written = write_project(settings.gx_dir, settings)
     assert "checkpoint price_snapshots_gate" in written
+    # The offline styles GX inlines into every page come with the project (the committed copy too).
+    styles = Path("plugins", "custom_data_docs", "styles", "data_docs_custom_styles.css")
+    assert f"Data Docs styles {styles}" in written
+    assert (settings.gx_dir / styles).read_text() == (REPO_ROOT / "gx" / styles).read_text()
+    assert "i.fa-times::before" in (settings.gx_dir / styles).read_text()
     assert (settings.gx_dir / "great_expectations.yml").read_text().count("analytics_enabled: false") == 1
     _add_stale_suite(settings, "markets.distribution")  # e.g. a suite since folded into markets.contract
     assert {"removed validation definition markets.distribution", "removed suite markets.distribution"} <= set(
@@ -228,6 +302,7 @@ def test_init_writes_a_working_project_and_is_idempotent(tmp_path: Path) -> None
     result = run_batch_checkpoint({"markets": markets, "price_snapshots": factories.snapshots(markets)}, "fresh",
                                   settings=settings)
     assert result.success, result.to_text()
+    assert "i.fa-times::before" in Path(result.docs_page).read_text()  # styled offline
 
 
 def _add_stale_suite(settings, name: str) -> None:
@@ -489,3 +564,80 @@ def test_gate_writes_docs_through_the_atomic_backend(gate_settings, monkeypatch)
     monkeypatch.setattr(AtomicTupleFilesystemStoreBackend, "_set", spy)
     result = run_batch_checkpoint({"markets": factories.markets(10)}, "atomic-docs", settings=gate_settings)
     assert result.docs_page in written and any(p.endswith("index.html") for p in written)
+
+
+def _page_of(validation_result) -> str:
+    from great_expectations.render.renderer import ValidationResultsPageRenderer
+    from great_expectations.render.view import DefaultJinjaPageView
+
+    return DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(validation_result))
+
+
+@pytest.mark.slow
+def test_docs_pages_escape_batch_values(gate_settings, monkeypatch) -> None:
+    """GX 1.24.1 puts the values it found in a batch into the page as markup; our pages show them as text."""
+    from great_expectations.render.renderer.content_block import validation_results_table_content_block as table
+
+    from validation.frames import markets_frame
+    from validation.gate import expectation_parameters, run_batch_checkpoint
+
+    markets = factories.markets(20)
+    markets.loc[0, "event_type"] = "<b>x</b>"  # an unexpected value
+    markets.loc[1, "platform"] = "Bad<script>alert(1)</script>"
+    markets.loc[2, "market_id"] = "<u>m1</u>"  # a duplicated key: its unexpected value is a {column: value} dict
+    markets = pd.concat([markets, markets.iloc[[2]]], ignore_index=True)
+    result = run_batch_checkpoint({"markets": markets}, "markup-values", settings=gate_settings)
+    assert {f["column"] for f in result.failures} == {"event_type", "platform", "market_id,updated_at"}
+    page = Path(result.docs_page).read_text()
+    assert "&lt;b&gt;x&lt;/b&gt;" in page and "<b>x</b>" not in page
+    assert "&lt;u&gt;m1&lt;/u&gt;" in page and "<u>m1</u>" not in page
+    assert "Bad&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert(1)" not in page
+
+    # The same result rendered by GX as shipped carries the markup (what the fix is for) ...
+    run = get_project(gate_settings).checkpoints["markets"].run(
+        batch_parameters={"dataframe": markets_frame(markets)},
+        expectation_parameters=expectation_parameters(None, datetime.now(timezone.utc)))
+    validation_result = next(iter(run.run_results.values()))
+    fixed = _page_of(validation_result)
+    with monkeypatch.context() as patch:
+        patch.setattr(table, "get_renderer_impl", table.get_renderer_impl.__wrapped__)
+        as_shipped = _page_of(validation_result)
+    assert "<b>x</b>" in as_shipped and "<b>x</b>" not in fixed
+    # ... and a page without markup in its values is the same with and without the fix.
+    plain = markets_frame(factories.markets(20).assign(platform="Bad"))
+    plain_result = next(iter(get_project(gate_settings).checkpoints["markets"].run(
+        batch_parameters={"dataframe": plain},
+        expectation_parameters=expectation_parameters(None, datetime.now(timezone.utc))).run_results.values()))
+    fixed_plain = _page_of(plain_result)
+    with monkeypatch.context() as patch:
+        patch.setattr(table, "get_renderer_impl", table.get_renderer_impl.__wrapped__)
+        shipped_plain = _page_of(plain_result)
+    assert "Bad" in fixed_plain and _strip_uuids(fixed_plain) == _strip_uuids(shipped_plain)
+
+
+def test_docs_serve_on_a_busy_port_is_one_error_line(gate_settings, monkeypatch) -> None:
+    import socket
+
+    from typer.testing import CliRunner
+
+    from config.settings import get_settings
+    from validation.cli import app
+
+    busy = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    monkeypatch.setenv("PM_DATA_DIR", str(gate_settings.data_dir))
+    try:
+        for args, env_port in ((["docs", "--serve", "--port", str(port)], None), (["docs", "--serve"], str(port))):
+            if env_port:
+                monkeypatch.setenv("PM_DOCS_PORT", env_port)
+            get_settings.cache_clear()
+            result = CliRunner().invoke(app, args)
+            assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+            assert result.output.splitlines() == [
+                f"error: cannot serve Data Docs on 127.0.0.1:{port}: Address already in use "
+                "(choose another port with --port or the PM_DOCS_PORT setting)"]
+    finally:
+        busy.close()
+        get_settings.cache_clear()

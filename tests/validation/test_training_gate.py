@@ -89,3 +89,15 @@ def test_too_few_examples_is_refused(gate_settings) -> None:
     df = factories.training_set(n_markets=5, per_market=2)
     result = run_training_set_checkpoint(df, "tiny", settings=gate_settings)
     assert failing(result) == {("expect_table_row_count_to_be_between", None)}
+
+
+@pytest.mark.parametrize("column", ["price_change_1d", "price_change_7d", "price_volatility_7d",
+                                    "price_volatility_30d", "volume_mean_7d", "volume_24h"])
+def test_infinite_feature_is_refused(gate_settings, column: str) -> None:
+    """Features are finite (or null): +inf passes a lower bound only, -inf an upper bound only."""
+    df = factories.training_set()
+    df.loc[5, column] = np.inf
+    df.loc[6, column] = -np.inf
+    result = run_training_set_checkpoint(df, f"inf-{column}", settings=gate_settings)
+    assert failing(result) == {("expect_column_values_to_be_between", column)}
+    assert result.failures[0]["unexpected_count"] == 2
