@@ -3,8 +3,8 @@
 Layout (docs/data_validation.md):
 - ``gx/great_expectations.yml``, ``gx/expectations/``, ``gx/validation_definitions/``,
   ``gx/checkpoints/``: committed, written by :func:`write_project` (``python -m validation init``)
-  from the suites in ``validation.suites``; ``gx/plugins/custom_data_docs/styles/`` from
-  ``validation/data_docs_custom_styles.css`` (GX inlines it into every page: readable offline).
+  from the suites in ``validation.suites``; a new project also gets the committed
+  ``gx/plugins/custom_data_docs/styles/`` file (GX inlines it into every page: readable offline).
 - Generated output (validation results, Data Docs) goes to :func:`output_dir`, i.e.
   ``settings.data_dir / "gx"``, via the ``${pm_gx_output_dir}`` substitution in the yml, so a
   test's isolated ``settings`` also isolates its Data Docs. ``gx/uncommitted/`` (GX's own
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from config.settings import Settings
+from config.settings import REPO_ROOT, Settings
 from validation.suites import (
     GX_SEVERITY,
     TABLES,
@@ -38,9 +38,10 @@ GX_ANALYTICS_ENABLED = False
 DATASOURCE_NAME = "pm_frames"
 BATCH_DEFINITION_NAME = "whole_frame"
 DOCS_SITE_NAME = "local_site"
-# GX inlines this file of the project (plugins_directory) into every Data Docs page.
-DOCS_STYLES_SOURCE = Path(__file__).with_name("data_docs_custom_styles.css")
+# GX inlines this file of the project (plugins_directory) into every Data Docs page; a new project
+# gets the committed one.
 DOCS_STYLES_PATH = Path("plugins", "custom_data_docs", "styles", "data_docs_custom_styles.css")
+DOCS_STYLES_SOURCE = REPO_ROOT / "gx" / DOCS_STYLES_PATH
 OUTPUT_DIR_VARIABLE = "pm_gx_output_dir"
 # Few examples per failing expectation, each with its row's key columns: enough for a
 # quarantine reason ("a few example rows"), cheap to compute.
