@@ -35,8 +35,10 @@ MODEL_FILE = "model.skops"
 REFERENCE_PROFILE = "extra_files/reference_profile.json"
 # Types a model artifact may contain. Anything else in a .skops file is refused on load; the
 # list comes from this code, never from the artifact (whose MLmodel could whitelist anything).
-TRUSTED_TYPE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "training.transformers.", "builtins.",
-                         "collections.", "pandas.")
+# Only what our pipelines hold: skops trusts plain containers and scalars itself, and a prefix
+# like "builtins." or "pandas." would admit callables (eval, exec, getattr, read_pickle) that a
+# FunctionTransformer would call on the request's features.
+TRUSTED_TYPE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "training.transformers.")
 
 
 class RegistryError(RuntimeError):

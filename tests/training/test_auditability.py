@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from config.settings import Settings, get_settings
 from tests.feast_project import copy_feature_repo
+from tests.training.cli_env import use_env
 from training.cli import app
 from training.pipeline import ModelSpec
 from training.registry import CHAMPION, GateLimits, aliases, promote, rollback
@@ -30,9 +31,6 @@ pytestmark = pytest.mark.slow
 LOOSE = GateLimits(max_brier=0.25, max_ece=0.2, min_roc_auc=0.5, min_brier_skill=-1.0, max_train_valid_gap=0.3,
                    champion_tolerance=0.05)
 FAST = {"importance_repeats": 1, "baseline_logreg": False}
-ENV_VARS = ("PM_RAW_DIR", "PM_OFFLINE_STORE_DIR", "PM_QUARANTINE_DIR", "PM_FEAST_REGISTRY_URI",
-            "PM_ONLINE_SQLITE_PATH", "MLFLOW_TRACKING_URI", "PM_MLFLOW_ARTIFACT_ROOT", "AIRFLOW_HOME",
-            "PM_REPORTS_DIR", "PM_PREDICTION_LOG_DIR", "PM_ONLINE_STORE_TYPE", "PM_MODEL_NAME")
 
 
 @pytest.fixture(scope="module")
@@ -76,12 +74,7 @@ def history(world, ts) -> SimpleNamespace:
 @pytest.fixture
 def cli_env(world, monkeypatch):
     """get_settings() of the CLI reads the module's world."""
-    for var in ENV_VARS:
-        monkeypatch.delenv(var, raising=False)
-    for var, value in world.env.items():
-        monkeypatch.setenv(var, value)
-    get_settings.cache_clear()
-    assert get_settings().mlflow_tracking_uri == world.settings.mlflow_tracking_uri
+    assert use_env(monkeypatch, world.env).mlflow_tracking_uri == world.settings.mlflow_tracking_uri
     yield
     get_settings.cache_clear()
 

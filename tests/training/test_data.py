@@ -1,5 +1,6 @@
 """Data tests on the real path: simulator -> ingestion (with its GX gate) -> `feast apply` ->
-training set through the FeatureService -> train/register on a real MLflow sqlite store.
+training set through the FeatureService -> train/register on a real MLflow sqlite store, and the
+walk-forward backtest over the same store.
 
 One simulated world per module (two time-split batches ingested at distinct times, one real
 `feast apply` on a temp copy of feature_repo/), because each step costs seconds.
@@ -291,3 +292,65 @@ def test_train_on_simulated_data_and_reproduce_from_lineage(world, full_set):
     assert all(tags[f"gate.{v.gate}"] == v.tag_value() for v in result.verdicts)
     again = reproduce(settings, result.version, run_gx=False)  # rebuilt through Feast from the version's tags
     assert again.bit_equal and again.rows_compared == len(full_set.frame)
+
+
+def test_backtest_through_feast_measures_coverage_against_the_published_snapshots(world, full_set, tmp_path):
+    """backtest() end to end: training set built through Feast as of after both simulated batches,
+    each period's coverage against the snapshots published by then (resolved markets or not; not a
+    snapshot published later with an earlier event time), scores against the simulator's truth
+    file, and the CSV + JSON it writes."""
+    import json
+
+    from ingestion.simulate import TRUTH_FILE
+    from training.backtest import BacktestConfig, backtest, cutoffs_for
+    from training.pipeline import ModelSpec
+
+    as_of, labelled = before_leak(world), full_set.frame
+    edges = cutoffs_for(labelled, 3)  # the set backtest builds as of before_leak is full_set
+    published = pd.concat([pd.read_parquet(b / "price_snapshots.parquet", columns=["market_id", "ts"])
+                           for b in sorted(world.raw.glob("batch-*"))], ignore_index=True)
+    # A snapshot of a market still open at as_of, in the last period, published after as_of.
+    still_open = published[(published["ts"] >= edges[-2]) & ~published["market_id"].isin(labelled["market_id"])]
+    market = still_open["market_id"].min()
+    first, second = still_open.loc[still_open["market_id"] == market, "ts"].sort_values().iloc[:2]
+    late_ts = pd.Series([(first + (second - first) / 2).floor("us")]).astype("datetime64[us, UTC]")
+    batch = tmp_path / "late-open"
+    batch.mkdir()
+    pd.DataFrame({"market_id": [market], "ts": late_ts, "price": [0.5], "volume_24h": [1e3]}).to_parquet(
+        batch / "price_snapshots.parquet")
+    ingest(world.settings, batch, world.ingested_at[1] + pd.Timedelta(hours=4))
+    assert edges[-2] <= late_ts[0] < min(edges[-1], as_of)
+
+    config = BacktestConfig(n_periods=3, spec=ModelSpec(kind="logreg", calibration=None))
+    result, written = backtest(world.settings, as_of=as_of, config=config,
+                               truth_path=world.raw / TRUTH_FILE, out_dir=tmp_path / "backtest")
+    periods = result.periods
+    assert list(periods["start"]) == edges[:-1] and list(periods["end"]) == edges[1:]
+    assert "skipped" not in periods.columns
+    for row in periods.itertuples():
+        in_store = published[(published["ts"] >= row.start) & (published["ts"] < row.end)]
+        forecast = labelled[(labelled["ts"] >= row.start) & (labelled["ts"] < row.end)]
+        assert (row.store_n, row.store_markets) == (len(in_store), in_store["market_id"].nunique())
+        assert (row.n, row.markets) == (len(forecast), forecast["market_id"].nunique())
+        assert row.coverage_snapshots == pytest.approx(len(forecast) / len(in_store))
+        assert row.coverage_markets == pytest.approx(forecast["market_id"].nunique() / in_store["market_id"].nunique())
+    # Markets still open at as_of were published but have no label: the last period is not fully covered.
+    assert periods["coverage_snapshots"].iloc[-1] < 1
+    assert len(result.warnings) == int((periods["coverage_snapshots"] < config.min_coverage).sum())
+
+    truth = pd.read_parquet(world.raw / TRUTH_FILE)
+    scored = labelled[(labelled["ts"] >= edges[0]) & (labelled["ts"] < edges[-1])].merge(
+        truth, on=["market_id", "ts"], how="left", validate="one_to_one")
+    t = scored["true_probability"].to_numpy()
+    assert result.overall["n"] == len(scored)
+    assert result.overall["brier_best_achievable"] == pytest.approx(float(np.mean(t * (1 - t))))
+
+    table = pd.read_csv(written / "backtest_periods.csv")
+    assert len(table) == 3 and {
+        "start", "end", "n", "markets", "train_markets", "brier_model", "brier_market", "brier_skill",
+        "mw_brier_skill", "ece_model", "n_bets", "pnl", "roi", "store_n", "store_markets", "coverage_snapshots",
+        "coverage_markets", "brier_best_achievable", "mse_to_truth_model", "mse_to_truth_market"} <= set(table.columns)
+    assert list(table["store_n"]) == list(periods["store_n"])
+    summary = json.loads((written / "backtest_summary.json").read_text())
+    assert summary["overall"] == pytest.approx(result.overall) and summary["warnings"] == result.warnings
+    assert summary["config"]["n_periods"] == 3

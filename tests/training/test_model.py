@@ -16,12 +16,14 @@ import pandas as pd
 import pytest
 
 from config.settings import Settings
+from tests.training.artifacts import altered, flipped, stored_model_dir
 from tests.training.synthetic import FEATURES, make_frame
 from training.data import training_set_from_frame
 from training.pipeline import ModelSpec
 from training.registry import (
     CHALLENGER,
     CHAMPION,
+    MODEL_FILE,
     GateLimits,
     RegistryError,
     TamperedArtifactError,
@@ -152,29 +154,28 @@ def test_load_verified_model_matches_validation_metrics(store, first, ts):
         loaded.predict(valid.drop(columns=["price"]))
 
 
-def _stored_model_file(store: Settings, version: str) -> Path:
-    source = resolve_version(store, store.model_name, version).source  # models:/m-... in MLflow 3
-    hits = [p for p in Path(store.mlflow_artifact_root).rglob("model.skops") if source.split("/")[-1] in str(p)]
-    assert len(hits) == 1, hits
-    return hits[0]
-
-
 def test_tampered_artifact_is_refused(store, first):
-    path = _stored_model_file(store, first.version)
-    original = path.read_bytes()
-    try:
-        path.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    path = stored_model_dir(store, first.version) / MODEL_FILE
+    with altered(path, flipped(path.read_bytes())):
         with pytest.raises(TamperedArtifactError, match="does not match the registered artifact_sha256"):
             load_verified_model(store.model_name, first.version, store)
-    finally:
-        path.write_bytes(original)
     assert load_verified_model(store.model_name, first.version, store).version == first.version
 
 
-def test_bad_model_is_refused_with_failing_gate_named(store, first, ts):
+@pytest.fixture(scope="module")
+def rejected(store, first, ts):
+    """A version registered with failing verdicts (default gates), trained while `first` is champion."""
+    import sklearn.ensemble  # noqa: F401  (threadpoolctl only limits libraries already loaded)
+    from threadpoolctl import threadpool_limits
+
     # Heavily regularised logistic regression: ~constant forecast, no skill over the market.
     bad = TrainConfig(spec=ModelSpec(kind="logreg", params={"C": 1e-6}, calibration=None), importance_repeats=1)
-    result = train(store, training_set=ts, config=bad)  # default (production) gate limits
+    with threadpool_limits(limits=1):
+        return train(store, training_set=ts, config=bad)  # default (production) gate limits
+
+
+def test_bad_model_is_refused_with_failing_gate_named(store, first, rejected):
+    result = rejected
     failed = {v.gate for v in result.verdicts if not v.passed}
     assert "brier_skill" in failed and "vs_champion" in failed
     assert result.aliases == []
@@ -237,7 +238,7 @@ def test_tuning_logs_nested_trials(store, ts):
     assert run.data.metrics["tune_best_cv_brier"] == min(child.data.metrics["cv_brier"] for child in children)
 
 
-def test_audit_export_includes_failed_and_rejected_runs(store, first, ts, tmp_path):
+def test_audit_export_includes_failed_and_rejected_runs(store, first, rejected, ts, tmp_path):
     from training.audit import export
 
     with pytest.raises(ValueError, match="valid_fraction"):
@@ -246,8 +247,10 @@ def test_audit_export_includes_failed_and_rejected_runs(store, first, ts, tmp_pa
     bundle = json.loads(out.json_path.read_text())
     statuses = {r["status"] for r in bundle["runs"]}
     assert "FAILED" in statuses and "FINISHED" in statuses
-    rejected = [v for v in bundle["model_versions"] if v["tags"].get("gates_passed") == "false"]
-    assert rejected, "the rejected model version must be in the audit"
+    versions = {v["version"]: v for v in bundle["model_versions"]}
+    assert versions[rejected.version]["tags"]["gates_passed"] == "false", "the rejected version must be in the audit"
+    assert versions[rejected.version]["aliases"] == []
+    assert {r["run_id"]: r["status"] for r in bundle["runs"]}[rejected.run_id] == "FINISHED"
     table = pd.read_csv(out.csv_path)
     assert len(table) == out.n_runs
     row = table[table["run_id"] == first.run_id].iloc[0]
