@@ -48,7 +48,8 @@ def test_whole_loop_on_embedded_defaults(settings):
     markets = pd.read_parquet(settings.offline_store_dir / "markets")
     current = markets.sort_values("updated_at").groupby("market_id").tail(1)
     open_ids = current.loc[current["resolved_at"].isna(), "market_id"].tolist()
-    resolved_id = current.loc[current["resolved_at"].notna(), "market_id"].iloc[0]
+    resolved = current.loc[current["resolved_at"].notna()].iloc[0]
+    resolved_id, outcome = resolved["market_id"], int(resolved["outcome"])
     assert open_ids, "the simulation leaves some markets open at its end"
 
     from serving.app import create_app
@@ -65,7 +66,13 @@ def test_whole_loop_on_embedded_defaults(settings):
         assert batch.status_code == 200, batch.text
         unknown = client.post("/predict", json={"market_id": "no-such-market"})
         assert unknown.status_code == 404 and "no-such-market" in unknown.text
-        assert client.post("/predict", json={"market_id": resolved_id}).status_code in (404, 409, 410)
+        # What the API documents (tests/serving/test_api.py on Redis): materialization evicted the market and
+        # left its resolution marker in the SQLite online store, and serving says when and how it resolved.
+        gone = client.post("/predict", json={"market_id": resolved_id})
+        assert gone.status_code == 410, gone.text
+        assert gone.json()["detail"] == (
+            f"market {resolved_id!r} resolved at {pd.Timestamp(resolved['resolved_at']).isoformat()} with outcome "
+            f"{'YES' if outcome == 1 else 'NO'} ({outcome}): resolved markets get no forecast")
 
     logged = pd.read_parquet(settings.prediction_log_dir)
     assert set(open_ids[:5]) | {open_ids[0]} <= set(logged["market_id"])

@@ -31,11 +31,13 @@ def make_profile(rng: np.random.Generator, model_version: str | None = "1") -> d
 
 
 def write_window(settings, rng: np.random.Generator, drift: bool, n_markets: int = 300,
-                 null_features: tuple[str, ...] = ()) -> pd.DataFrame:
+                 null_features: tuple[str, ...] = (), feature_shift: float | None = None) -> pd.DataFrame:
     """A 7-day window of champion predictions; with ``drift``, one feature shifts and predictions lose
-    calibration; ``null_features`` are logged as null in every row."""
+    calibration; ``feature_shift`` (reference std) shifts that feature alone, predictions staying
+    calibrated; ``null_features`` are logged as null in every row."""
     m = syn.calibrated_markets(n_markets, 10, rng)
-    feats = syn.features(len(m), rng, shift=0.8 if drift else 0.0, shifted=("price_change_1d",))
+    shift = feature_shift if feature_shift is not None else (0.8 if drift else 0.0)
+    feats = syn.features(len(m), rng, shift=shift, shifted=("price_change_1d",))
     for name in null_features:
         feats[name] = None
     p = syn.shrink_toward_half(m["q"].to_numpy(), 0.2) if drift else m["q"].to_numpy()
@@ -103,6 +105,38 @@ def test_quiet_window_raises_nothing(settings):
     assert out.findings == [] and out.alerts_path is None and out.retrain_request_path is None
     assert not (settings.data_dir / "retrain_requests").exists()
     assert parse_prom(out.prom_path.read_text())['pm_monitoring_retrain_requested{model_version="1"}'] == 0  # the one version the window holds
+
+
+@pytest.mark.slow  # renders the HTML report (matplotlib)
+@pytest.mark.parametrize("shift, severity, requested", [(0.4, "moderate", False), (0.8, "high", True)],
+                         ids=["moderate_drift_alerts_only", "high_drift_requests"])
+def test_only_high_drift_files_a_retraining_request(settings, shift, severity, requested):
+    """The retraining rule (report.needs_retraining, docs/monitoring.md): moderate drift is alerted,
+    only high feature / prediction drift (or concept drift) files a request. Predictions stay
+    calibrated, so the shifted feature is the run's only finding."""
+    rng = np.random.default_rng(28)
+    profile = make_profile(rng)
+    write_window(settings, rng, drift=False, feature_shift=shift)
+    out = run_monitoring(settings, profile, timedelta(days=7), end=END, log_to_mlflow=False)
+    r = out.result
+    kinds = {(f["kind"], f["subject"]): f["severity"] for f in out.findings}
+    assert kinds == {("feature_drift", "price_change_1d"): severity}, kinds
+    assert r["concept"]["status"] == "ok" and r["concept"]["severity"] == "none"
+    assert r["severity"] == severity
+    alerts = [json.loads(line) for line in out.alerts_path.read_text().splitlines()]
+    assert [(a["kind"], a["subject"], a["severity"]) for a in alerts] == [("feature_drift", "price_change_1d", severity)]
+    requests = settings.data_dir / "retrain_requests"
+    prom = parse_prom(out.prom_path.read_text())
+    if requested:
+        assert out.retrain_request_path is not None and list(requests.iterdir()) == [out.retrain_request_path]
+        request = json.loads(out.retrain_request_path.read_text())
+        assert request["reasons"] == ["feature_drift:price_change_1d:high"] and request["severity"] == "high"
+        assert r["retrain_request"] == str(out.retrain_request_path)
+        assert prom['pm_monitoring_retrain_requested{model_version="1"}'] == 1
+    else:
+        assert out.retrain_request_path is None and not requests.exists()
+        assert "retrain_request" not in r and "retrain_request" not in json.loads(out.json_path.read_text())
+        assert prom['pm_monitoring_retrain_requested{model_version="1"}'] == 0
 
 
 def test_window_without_predictions_is_reported(settings):

@@ -17,6 +17,8 @@ from tests.serving import world
 from tests.serving.conftest import ADMIN_TOKEN
 from tests.servers import free_port
 
+pytestmark = pytest.mark.slow  # the session serving world: a real feast apply and MLflow registry
+
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 UNREACHABLE = "model registry unreachable"
 
