@@ -51,11 +51,13 @@ def monitor_model():
         return {"severity": result["severity"], "status": result["status"], "window": result["window"],
                 "model_version": result.get("model_version"), "n_findings": len(outputs.findings),
                 "retrain_request": str(outputs.retrain_request_path) if outputs.retrain_request_path else None,
+                "retrain_request_new": outputs.retrain_request_new,
                 "summary": outputs.to_text()}
 
     @task.short_circuit
     def retraining_requested(summary: dict) -> bool:
-        return summary["retrain_request"] is not None
+        # A re-run of a window that already asked replaces its request but does not ask again.
+        return summary["retrain_request"] is not None and summary["retrain_request_new"]
 
     @task(outlets=[RETRAIN_REQUEST])
     def request_retraining(summary: dict, outlet_events=None) -> str:

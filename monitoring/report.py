@@ -11,6 +11,7 @@ import html
 import io
 import json
 import math
+from datetime import datetime
 import os
 import tempfile
 import threading
@@ -138,6 +139,20 @@ def _label(value: Any) -> str:
     return str(value).replace("\\", "\\\\").replace("\"", "\\\"").replace("\n", "\\n")
 
 
+WINDOW_END_GAUGE = "pm_monitoring_window_end_timestamp_seconds"
+
+
+def window_end_of_textfile(text: str) -> float | None:
+    """The window end a monitoring.prom file speaks of (None: none recorded, e.g. an older file)."""
+    for line in text.splitlines():
+        if line.startswith(WINDOW_END_GAUGE + "{"):
+            try:
+                return float(line.rsplit(" ", 1)[1])
+            except ValueError:
+                return None
+    return None
+
+
 def prometheus_text(result: dict[str, Any]) -> str:
     """Gauges in the Prometheus text exposition format (for node_exporter's textfile collector)."""
     mv = _label(result.get("model_version") or "")
@@ -154,6 +169,8 @@ def prometheus_text(result: dict[str, Any]) -> str:
 
     gauge("pm_monitoring_last_run_timestamp_seconds", "Unix time of the last monitoring run.",
           [({}, result["created_at_unix"])])
+    gauge(WINDOW_END_GAUGE, "Unix time the monitored window ends (the values below are about that window).",
+          [({}, datetime.fromisoformat(result["window"]["end"]).timestamp())])
     gauge("pm_monitoring_window_predictions", "Predictions of the monitored model in the window.",
           [({}, result.get("n_predictions", 0))])
     if result["status"] != "no_data":

@@ -34,6 +34,7 @@ class RunOutputs:
     prom_path: Path | None = None
     alerts_path: Path | None = None
     retrain_request_path: Path | None = None
+    retrain_request_new: bool = False  # False when it replaced the request of an earlier run of this window
     mlflow_run_id: str | None = None
     files: list[Path] = field(default_factory=list)
 
@@ -91,7 +92,7 @@ def write_outputs(result: dict[str, Any], settings: "Settings", log_to_mlflow: b
     out = RunOutputs(result=result, findings=found)
     reasons = report.needs_retraining(result, found)
     run_dir = settings.reports_dir / "monitoring" / result["run_id"]
-    request_path = settings.data_dir / "retrain_requests" / f"{result['run_id']}.json"
+    request_path = retrain_request_path(settings, result)
     if reasons:
         result["retrain_request"] = str(request_path)
     out.json_path = report.atomic_write_text(run_dir / "report.json", report.to_json(result))
@@ -99,9 +100,12 @@ def write_outputs(result: dict[str, Any], settings: "Settings", log_to_mlflow: b
     if found:
         out.alerts_path = report.atomic_write_text(run_dir / "alerts.jsonl",
                                                    "".join(json.dumps(a) + "\n" for a in found))
-    # One textfile, overwritten each run: the textfile collector exposes the latest values.
-    out.prom_path = report.atomic_write_text(settings.reports_dir / "monitoring" / "monitoring.prom",
-                                             report.prometheus_text(result))
+    # One textfile, overwritten by each run about the latest window: the textfile collector exposes
+    # the latest values, and a re-run or backfill of an older window must not replace them.
+    prom = settings.reports_dir / "monitoring" / "monitoring.prom"
+    recorded = report.window_end_of_textfile(prom.read_text()) if prom.is_file() else None
+    if recorded is None or recorded <= datetime.fromisoformat(result["window"]["end"]).timestamp():
+        out.prom_path = report.atomic_write_text(prom, report.prometheus_text(result))
     out.files = [p for p in (out.json_path, out.html_path, out.alerts_path, out.prom_path) if p]
     if log_to_mlflow:
         from monitoring.registry_io import log_monitoring_run
@@ -111,8 +115,18 @@ def write_outputs(result: dict[str, Any], settings: "Settings", log_to_mlflow: b
         # Last: whoever polls retrain_requests/ finds the report it points to, and a run that
         # failed on the way files no request.
         request = report.retrain_request(result, reasons, out.json_path)
+        out.retrain_request_new = not request_path.exists()
         out.retrain_request_path = report.atomic_write_text(request_path, json.dumps(request, indent=2))
     return out
+
+
+def retrain_request_path(settings: "Settings", result: dict[str, Any]) -> Path:
+    """One request per (model, version, window end): a re-run or backfill of the same window replaces
+    its request instead of filing another one (which would schedule another training run)."""
+    end = datetime.fromisoformat(result["window"]["end"]).astimezone(timezone.utc)
+    model = f"{result.get('model_name') or 'model'}-v{result.get('model_version') or 'unknown'}"
+    safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in model)
+    return settings.data_dir / "retrain_requests" / f"{safe}-window-{end:%Y%m%dT%H%M%SZ}.json"
 
 
 def run_monitoring(settings: "Settings", profile: dict[str, Any], window: timedelta, end: datetime | None = None,

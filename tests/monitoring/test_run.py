@@ -96,6 +96,27 @@ def test_drifted_window_produces_every_output(settings):
 
 
 @pytest.mark.slow  # renders the HTML report (matplotlib)
+def test_rerunning_a_window_replaces_its_request_and_an_older_window_keeps_the_latest_gauges(settings):
+    """A cleared or backfilled monitor_model run must not file a second request for the same window (each
+    one schedules a training run), nor put an older window's values into the collector's textfile."""
+    rng = np.random.default_rng(21)
+    profile = make_profile(rng)
+    write_window(settings, rng, drift=True)
+    first = run_monitoring(settings, profile, timedelta(days=7), end=END, model_version="1", log_to_mlflow=False)
+    again = run_monitoring(settings, profile, timedelta(days=7), end=END, model_version="1", log_to_mlflow=False)
+    assert first.retrain_request_new and not again.retrain_request_new
+    assert again.retrain_request_path == first.retrain_request_path
+    assert list((settings.data_dir / "retrain_requests").iterdir()) == [first.retrain_request_path]
+    latest = again.prom_path.read_text()
+    assert parse_prom(latest)['pm_monitoring_window_end_timestamp_seconds{model_version="1"}'] == END.timestamp()
+
+    older = run_monitoring(settings, profile, timedelta(days=7), end=END - timedelta(days=3), model_version="1",
+                           log_to_mlflow=False)
+    assert older.prom_path is None and again.prom_path.read_text() == latest
+    assert older.json_path.is_file()  # its own report is still written
+
+
+@pytest.mark.slow  # renders the HTML report (matplotlib)
 def test_quiet_window_raises_nothing(settings):
     rng = np.random.default_rng(22)
     profile = make_profile(rng)
