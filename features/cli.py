@@ -66,8 +66,7 @@ def apply() -> None:
     try:
         typer.echo(run())
     except FeastCliError as exc:
-        command = str(exc).split(" failed", 1)[0]
-        typer.echo(f"error: {command} failed: {exc.last_line()} (see its full output with "
+        typer.echo(f"error: {exc.command} failed: {exc.last_line()} (see its full output with "
                    "`eval \"$(python -m features env)\"; cd feature_repo; feast apply`)", err=True)
         raise typer.Exit(1) from None
 

@@ -161,16 +161,18 @@ def run_feast_cli(args: list[str], settings: Settings | None = None, timeout: fl
     proc = subprocess.run([feast_executable(), *args], cwd=settings.feature_repo_dir, env=env,
                           capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
-        raise FeastCliError(f"`feast {' '.join(args)}` in {settings.feature_repo_dir} failed "
-                            f"(exit {proc.returncode}):\n{proc.stderr[-4000:]}", proc.stderr)
+        command = f"`feast {' '.join(args)}` in {settings.feature_repo_dir}"
+        raise FeastCliError(f"{command} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}", command,
+                            proc.stderr)
     return proc.stdout
 
 
 class FeastCliError(RuntimeError):
-    """The `feast` CLI failed; ``stderr`` is its output."""
+    """The `feast` CLI failed: ``command`` is what ran (and where), ``stderr`` its output."""
 
-    def __init__(self, message: str, stderr: str) -> None:
+    def __init__(self, message: str, command: str, stderr: str) -> None:
         super().__init__(message)
+        self.command = command
         self.stderr = stderr
 
     def last_line(self) -> str:
