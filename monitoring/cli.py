@@ -22,8 +22,19 @@ def _expected_errors() -> tuple[type[Exception], ...]:
 
 
 def _fail(exc: Exception) -> None:
+    # Exit 2 on bad input, as ingestion, validation and features do: exit 1 is `run --fail-on`'s
+    # "severity reached", which a cron job must be able to tell from a broken invocation.
     typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(code=1)
+    raise typer.Exit(code=2) from None
+
+
+def _time(text: str, option: str) -> datetime:
+    """An ISO-8601 option value; an unparseable one is a ValueError naming the option (bad input)."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        example = "2024-06-30T00:00:00+00:00"
+        raise ValueError(f"{option} {text!r}: not an ISO-8601 time (e.g. {example})") from None
 
 
 @app.callback()
@@ -48,16 +59,21 @@ def run(
                    "(e.g. market_forecaster_v1); needs an applied, materialized feature store."),
     mlflow: bool = typer.Option(True, "--mlflow/--no-mlflow",
                                 help="Log the run to the MLflow 'monitoring' experiment."),
-    fail_on: str = typer.Option("never", help="Exit 1 when the run's severity reaches this: never, moderate, high."),
+    fail_on: str = typer.Option(
+        "never", help="Exit 1 when the run's severity reaches this: never, moderate, high. "
+                      "Bad input or state (no champion, bad window or log, ...) exits 2."),
 ) -> None:
-    """Monitor a window of the prediction log: drift, concept drift, reports, alerts, retraining request."""
+    """Monitor a window of the prediction log: drift, concept drift, reports, alerts, retraining request.
+
+    Exit 0: the run completed (below --fail-on); 1: its severity reached --fail-on; 2: bad input or state.
+    """
     if fail_on not in ("never", "moderate", "high"):
         raise typer.BadParameter(f"{fail_on!r}: use never, moderate or high", param_hint="--fail-on")
     from config.settings import get_settings
     from monitoring.run import execute_run
 
     try:
-        outputs = execute_run(get_settings(), window=window, end=datetime.fromisoformat(end) if end else None,
+        outputs = execute_run(get_settings(), window=window, end=_time(end, "--end") if end else None,
                               log_dir=log_dir, reference=reference, model_version=model_version, roles=role,
                               log_to_mlflow=mlflow, feature_service=feature_service)
     except _expected_errors() as exc:
@@ -82,7 +98,7 @@ def replay(
     from monitoring.replay import replay_predictions
 
     try:
-        summary = replay_predictions(get_settings(), datetime.fromisoformat(start), datetime.fromisoformat(end),
+        summary = replay_predictions(get_settings(), _time(start, "--start"), _time(end, "--end"),
                                      log_dir, model=model, every=every)
     except _expected_errors() as exc:
         _fail(exc)

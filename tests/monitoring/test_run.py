@@ -17,10 +17,19 @@ from monitoring.prediction_log import write_log
 from monitoring.reference import build_reference_profile, save_profile
 from monitoring.run import run_monitoring
 from tests.monitoring import synthetic as syn
-from tests.cli_output import expected_error
 
 NUMERIC = syn.numeric_names(7)
 END = syn.T0 + timedelta(days=7)
+
+
+def bad_input(res) -> str:
+    """The monitoring CLI's one-line report of bad input or state: exit 2 (1 is `--fail-on` reached),
+    `error: ...`, no traceback."""
+    assert res.exit_code == 2, res.output
+    assert isinstance(res.exception, SystemExit), repr(res.exception)  # not an uncaught error
+    errors = [line for line in res.output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in res.output, res.output
+    return errors[0]
 
 
 def make_profile(rng: np.random.Generator, model_version: str | None = "1") -> dict:
@@ -178,25 +187,44 @@ def test_cli_run_with_reference_file(settings, tmp_path):
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "severity high" in res.output and "retrain request:" in res.output
-    res = runner.invoke(app, [*args, "--fail-on", "high"])
-    assert res.exit_code == 1
-    res = runner.invoke(app, ["run", "--window", "seven days", "--reference", str(path), "--no-mlflow"])
-    assert res.exit_code == 1 and "error: window 'seven days'" in res.output
+    for fail_on in ("high", "moderate"):  # severity reached: exit 1, the report printed, not an error
+        res = runner.invoke(app, [*args, "--fail-on", fail_on])
+        assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.output
+        assert "severity high" in res.stdout and "error:" not in res.output
+    assert "error: window 'seven days'" in bad_input(
+        runner.invoke(app, ["run", "--window", "seven days", "--reference", str(path), "--no-mlflow"]))
 
 
 def test_cli_reports_expected_errors_in_one_line(settings, tmp_path):
-    """No champion registered, a naive --end, a missing profile file: `error: ...` and exit 1, like
-    the training CLI, instead of a long traceback."""
+    """No champion registered, a naive or unparseable --end, a bad window, a missing profile file or
+    log dir: `error: ...` and exit 2 instead of a long traceback, so a cron job running `--fail-on`
+    (exit 1) can tell drift from a broken invocation."""
     runner = CliRunner()
-    out = expected_error(runner.invoke(app, ["run", "--window", "7d", "--end", "2024-06-30T00:00:00", "--no-mlflow"]))
+    naive = "2024-06-30T00:00:00"
+    out = bad_input(runner.invoke(app, ["run", "--window", "7d", "--end", naive, "--no-mlflow"]))
     assert "give an explicit UTC offset" in out
-    out = expected_error(runner.invoke(app, ["run", "--window", "7d", "--end", END.isoformat(), "--no-mlflow"]))
-    assert "no version for 'champion'" in out  # an empty registry
-    out = expected_error(runner.invoke(app, ["run", "--reference", str(tmp_path / "absent.json"), "--no-mlflow"]))
+    for flags in ([], ["--fail-on", "high"]):
+        out = bad_input(runner.invoke(app, ["run", "--window", "7d", "--end", "yesterday", "--no-mlflow",
+                                            *flags]))
+        assert out == "error: --end 'yesterday': not an ISO-8601 time (e.g. 2024-06-30T00:00:00+00:00)"
+        out = bad_input(runner.invoke(app, ["run", "--window", "7d", "--end", END.isoformat(), "--no-mlflow",
+                                            *flags]))
+        assert "no version for 'champion'" in out  # an empty registry
+    out = bad_input(runner.invoke(app, ["run", "--window", "0d", "--end", END.isoformat(), "--no-mlflow"]))
+    assert "window '0d': expected a positive integer" in out
+    out = bad_input(runner.invoke(app, ["run", "--reference", str(tmp_path / "absent.json"), "--no-mlflow"]))
     assert "reference profile not found" in out
-    out = expected_error(runner.invoke(app, ["replay", "--start", "2024-05-01T00:00:00", "--end",
-                                             "2024-06-01T00:00:00+00:00", "--log-dir", str(tmp_path / "log")]))
+    profile = save_profile(make_profile(np.random.default_rng(26)), tmp_path / "profile.json")
+    out = bad_input(runner.invoke(app, ["run", "--window", "7d", "--end", END.isoformat(), "--reference",
+                                        str(profile), "--log-dir", str(tmp_path / "no_log"), "--no-mlflow",
+                                        "--fail-on", "high"]))
+    assert out == f"error: prediction log directory not found: {tmp_path / 'no_log'}"
+    out = bad_input(runner.invoke(app, ["replay", "--start", "2024-05-01T00:00:00", "--end",
+                                        "2024-06-01T00:00:00+00:00", "--log-dir", str(tmp_path / "log")]))
     assert "timezone-aware" in out
+    out = bad_input(runner.invoke(app, ["replay", "--start", "May 1st", "--end", "2024-06-01T00:00:00+00:00",
+                                        "--log-dir", str(tmp_path / "log")]))
+    assert out.startswith("error: --start 'May 1st': not an ISO-8601 time")
 
 
 @pytest.mark.slow  # renders the HTML report (matplotlib)
@@ -217,8 +245,8 @@ def test_reference_file_without_version_refuses_a_window_of_several_versions(set
 
     with pytest.raises(ValueError, match=r"model versions \['1', '2'\].*give --model-version"):
         execute_run(settings, window="7d", end=END, reference=path, log_to_mlflow=False)
-    out = expected_error(CliRunner().invoke(app, ["run", "--window", "7d", "--end", END.isoformat(),
-                                                  "--reference", str(path), "--no-mlflow"]))
+    out = bad_input(CliRunner().invoke(app, ["run", "--window", "7d", "--end", END.isoformat(),
+                                             "--reference", str(path), "--no-mlflow"]))
     assert "give --model-version" in out
     only_new = execute_run(settings, window="7d", end=END, reference=path, model_version="2", log_to_mlflow=False)
     assert only_new.result["model_version"] == "2" and only_new.result["n_predictions"] == len(new)
@@ -376,6 +404,6 @@ def test_cli_refuses_a_window_too_long_in_one_line(settings, tmp_path):
     profile = tmp_path / "profile.json"
     save_profile(make_profile(np.random.default_rng(25)), profile)
     for window in ("3000000d", "99999999999w"):
-        out = expected_error(CliRunner().invoke(app, ["run", "--window", window, "--reference", str(profile),
-                                                      "--no-mlflow"]))
+        out = bad_input(CliRunner().invoke(app, ["run", "--window", window, "--reference", str(profile),
+                                                 "--no-mlflow"]))
         assert "too long" in out or "before year 1" in out
