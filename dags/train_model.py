@@ -10,7 +10,10 @@ The training set is built as of the run's data interval end (the weekly cron tic
 ``as_of`` param says otherwise: re-running or backfilling a scheduled run rebuilds the same training
 set. A run triggered by a retraining request has no data interval in Airflow 3; it trains as of the
 time the run was queued for (``run_after``), so clearing and re-running it rebuilds the same
-training set too. The champion at that moment is recorded as ``parent_version``.
+training set too. The champion at that moment is recorded as ``parent_version``, and the model
+version's ``triggered_by`` and ``retrain_requests`` tags name what started the run: the run type and
+the retraining requests it consumed (path, id, SHA-256, reasons, report), so an auditor can go from a
+model to the monitoring report that asked for it.
 """
 
 from __future__ import annotations
@@ -42,13 +45,20 @@ from run_params import ISO_TIME, run_instant
 )
 def train_model():
     @task
-    def train(params: dict | None = None, data_interval_end=None, dag_run=None) -> dict:
+    def train(params: dict | None = None, data_interval_end=None, dag_run=None,
+              triggering_asset_events=None) -> dict:
         from config.settings import get_settings
-        from training.train import retrain
+        from training.train import retrain, retrain_trigger
 
+        settings = get_settings()
         as_of = params["as_of"] or run_instant(data_interval_end, dag_run).isoformat()
-        result = retrain(get_settings(), as_of, seed=params["seed"], promote_if_passed=bool(params["promote"]))
-        return {"passed": result.passed, "as_of": as_of, "summary": result.to_text()}
+        # The requests that scheduled this run (one run may consume several), recorded on the model version.
+        requests = [dict(event.extra or {}) for event in (triggering_asset_events or {}).get(RETRAIN_REQUEST, [])]
+        trigger = retrain_trigger(settings, getattr(dag_run.run_type, "value", dag_run.run_type), requests)
+        result = retrain(settings, as_of, seed=params["seed"], promote_if_passed=bool(params["promote"]),
+                         trigger=trigger)
+        return {"passed": result.passed, "as_of": as_of, "triggered_by": trigger["triggered_by"],
+                "retrain_requests": [r.get("retrain_request") for r in requests], "summary": result.to_text()}
 
     train()
 

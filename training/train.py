@@ -7,11 +7,13 @@ sees every attempt.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -226,8 +228,10 @@ def write_reference_profile(path: Path, valid: pd.DataFrame, p_va: np.ndarray, f
 def train(settings: "Settings", as_of: str | pd.Timestamp | None = None, config: TrainConfig | None = None,
           training_set: TrainingSet | None = None, limits: GateLimits | None = None,
           promote_if_passed: bool = False, parent_version: str | None = None, tune: str | None = None,
-          tune_trials: int = 6, tune_space: dict[str, list] | None = None) -> TrainResult:
-    """Train, log, register and gate one model. See module docstring."""
+          tune_trials: int = 6, tune_space: dict[str, list] | None = None,
+          trigger: dict[str, str] | None = None) -> TrainResult:
+    """Train, log, register and gate one model. See module docstring. ``trigger``: extra lineage
+    tags naming what started the run (``retrain_trigger``)."""
     import mlflow
     from mlflow.models import infer_signature
 
@@ -251,7 +255,7 @@ def train(settings: "Settings", as_of: str | pd.Timestamp | None = None, config:
                    "seed": str(config.spec.seed), "parent_version": parent_version or "",
                    "feature_names": dumps(ts.feature_names),
                    "as_of_exact": str(ts.validation.get("as_of_exact", "n/a")).lower(),
-                   "validation": dumps(ts.validation)}
+                   "validation": dumps(ts.validation), **(trigger or {})}
         mlflow.set_tags({f"lineage.{k}": v for k, v in lineage.items()})
         mlflow.log_params({**config.spec.as_params(), "valid_fraction": config.valid_fraction,
                            "as_of": ts.as_of.isoformat(), "feature_service": ts.feature_service,
@@ -307,12 +311,53 @@ def train(settings: "Settings", as_of: str | pd.Timestamp | None = None, config:
                        aliases=new_aliases, training_set_hash=ts.content_hash)
 
 
+# A model version's tag holds at most 5 000 characters: requests past this are counted, not described.
+MAX_REQUESTS_TAG_CHARS = 4_000
+
+
+def retrain_trigger(settings: "Settings", run_type: str, requests: Sequence[Mapping[str, Any]] = ()) -> dict[str, str]:
+    """Lineage tags naming what started a retraining: ``triggered_by`` (the Airflow run type, e.g.
+    ``scheduled``, ``manual``, ``asset_triggered``) and, for each retraining request that triggered it
+    (the ``retrain_request`` asset events' ``extra``, written by monitoring), ``retrain_requests``: the
+    request's path, id, SHA-256, monitored model version, window, severity and reasons, so an auditor
+    can go from the model version to the monitoring report that asked for it.
+
+    The request file is read only inside ``<data dir>/retrain_requests``: an event's ``extra`` can be
+    posted by anyone allowed to use Airflow's asset API, and training must not read any other file on
+    their say. An unreadable request is recorded as such; it does not stop the retraining."""
+    inbox = (settings.data_dir / "retrain_requests").resolve()
+    described = []
+    for extra in requests:
+        entry = {k: extra.get(k) for k in ("retrain_request", "model_version", "window", "severity")}
+        path = Path(str(extra.get("retrain_request") or "")).resolve()
+        if not extra.get("retrain_request") or not path.is_relative_to(inbox):
+            entry["unread"] = f"not a file under {inbox}"
+        else:
+            try:
+                raw = path.read_bytes()
+                request = json.loads(raw)
+                entry.update(request_id=request["request_id"], sha256=hashlib.sha256(raw).hexdigest(),
+                             reasons=request.get("reasons"), report=request.get("report"))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                entry["unread"] = f"{type(exc).__name__}: {exc}"
+        described.append(entry)
+    tags = {"triggered_by": str(run_type)}
+    if requests:
+        while True:
+            tags["retrain_requests"] = dumps({"n": len(requests), "described": described})
+            if len(tags["retrain_requests"]) <= MAX_REQUESTS_TAG_CHARS or not described:
+                break
+            described.pop()
+    return tags
+
+
 def retrain(settings: "Settings", as_of: str | pd.Timestamp | None, seed: int = 0,
-            promote_if_passed: bool = True) -> TrainResult:
+            promote_if_passed: bool = True, trigger: dict[str, str] | None = None) -> TrainResult:
     """A scheduled retraining (the ``train_model`` DAG): train as of ``as_of`` (the run's data interval
     end, so a backfilled or re-run week rebuilds the same training set; None: now) and record the
-    current champion, the model this run retrains, as its ``parent_version``."""
+    current champion, the model this run retrains, as its ``parent_version``, and what started the
+    run (``retrain_trigger``)."""
     from training.registry import champion_version
 
     return train(settings, as_of=as_of, config=TrainConfig(spec=ModelSpec(seed=seed)),
-                 promote_if_passed=promote_if_passed, parent_version=champion_version(settings))
+                 promote_if_passed=promote_if_passed, parent_version=champion_version(settings), trigger=trigger)

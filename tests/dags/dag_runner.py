@@ -42,13 +42,39 @@ bag = DagBag(dag_folder=sys.argv[1])
 assert not bag.import_errors, bag.import_errors
 (dag,) = bag.dags.values()
 when = {k: (datetime.fromisoformat(v) if v else None) for k, v in json.loads(sys.argv[3]).items()}
+consume = sys.argv[4]
+if consume:
+    # What the scheduler does for an asset-triggered run (SchedulerJobRunner: create_dagrun with
+    # run_type ASSET_TRIGGERED, then dag_run.consumed_asset_events.extend(events)), done on the run
+    # dag.test() creates, with the real events other runs stored in this Airflow database.
+    from sqlalchemy import event, select
+    from airflow.models.asset import AssetEvent, AssetModel, association_table
+    from airflow.models.dagrun import DagRun
+
+    @event.listens_for(DagRun, "before_insert")
+    def _asset_triggered(mapper, connection, target):
+        target.run_type = "asset_triggered"
+
+    @event.listens_for(DagRun, "after_insert")
+    def _consume(mapper, connection, target):
+        ids = connection.execute(select(AssetEvent.id).join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+                                 .where(AssetModel.name == consume)).scalars().all()
+        assert ids, f"no {consume} asset event to consume"
+        for event_id in ids:
+            connection.execute(association_table.insert().values(dag_run_id=target.id, event_id=event_id))
 run = dag.test(run_conf=json.loads(sys.argv[2]), **when)
 states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
 with create_session() as session:  # what each task returned (its XCom, as the UI shows it)
     rows = session.query(XComModel).filter_by(dag_id=dag.dag_id, run_id=run.run_id, key="return_value").all()
     returned = {row.task_id: XComModel.deserialize_value(row) for row in rows}
+    from airflow.models.asset import AssetEvent, AssetModel
+
+    emitted = [{"asset": name, "extra": extra} for name, extra in session.query(AssetModel.name, AssetEvent.extra)
+               .join(AssetEvent, AssetModel.id == AssetEvent.asset_id)
+               .filter(AssetEvent.source_dag_id == dag.dag_id, AssetEvent.source_run_id == run.run_id)]
 end = run.data_interval_end
-print("RESULT " + json.dumps({"state": str(run.state), "tasks": states, "returned": returned,
+print("RESULT " + json.dumps({"state": str(run.state), "run_type": str(run.run_type), "tasks": states,
+                              "returned": returned, "asset_events": emitted,
                               "data_interval_end": end.isoformat() if end is not None else None}, default=str))
 """
 
@@ -66,15 +92,17 @@ def _run_script(settings: Settings, script: str, args: list[str], what: str, tim
 
 
 def run_dag_test(settings: Settings, dag_file: str, conf: dict, logical_date: str | None = None,
-                 run_after: str | None = None) -> dict:
+                 run_after: str | None = None, consume_asset: str | None = None) -> dict:
     """`dag.test()` of one DAG file, at ``logical_date`` (ISO with offset) if given; with ``run_after``
     and no logical date, as an asset-triggered or manual Airflow 3 run (no data interval) queued for
-    that time. Returns {"state", "tasks": {task_id: state}, "returned": {task_id: XCom},
-    "data_interval_end": ISO or None}."""
+    that time. With ``consume_asset`` (an asset name), the run is asset-triggered by every stored event
+    of that asset, as the scheduler would make it (no scheduler runs in tests). Returns {"state",
+    "run_type", "tasks": {task_id: state}, "returned": {task_id: XCom}, "asset_events": [{"asset",
+    "extra"}] emitted by the run, "data_interval_end": ISO or None}."""
     when = {"logical_date": logical_date} if logical_date else {}
     if run_after:
         when.update(run_after=run_after, logical_date=None)
-    args = [str(DAGS_DIR / dag_file), json.dumps(conf), json.dumps(when)]
+    args = [str(DAGS_DIR / dag_file), json.dumps(conf), json.dumps(when), consume_asset or ""]
     return _run_script(settings, RUN_SCRIPT, args, "dag.test()", 600)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -131,7 +132,9 @@ def test_materialize_dag_puts_a_freshly_ingested_batch_online(airflow_settings):
 @pytest.mark.slow
 def test_monitor_and_train_dags_work_as_of_their_data_interval(airflow_settings):
     """Both DAGs take their time from the run, not the wall clock: a run for a past day monitors that
-    day's window and trains on the data as of then (re-runs and backfills give the same answer)."""
+    day's window and trains on the data as of then (re-runs and backfills give the same answer).
+    A drifted window files a retraining request; the training run that request's asset event
+    triggers records it on the new model version (from the model back to the report that asked)."""
     from datetime import datetime, timezone
 
     from features.materialize import materialize
@@ -144,15 +147,19 @@ def test_monitor_and_train_dags_work_as_of_their_data_interval(airflow_settings)
 
     s = airflow_settings
     raw = s.raw_dir / "sim"
-    generate(SimulationConfig(n_markets=250, start=datetime(2024, 1, 1).date(), end=datetime(2024, 4, 1).date(),
-                              seed=11, n_batches=2, fmt="parquet", drift_start=None), raw, progress=False)
-    for batch in sorted(raw.glob("batch-*")):
+    generate(SimulationConfig(n_markets=400, start=datetime(2023, 12, 1).date(), end=datetime(2024, 4, 1).date(),
+                              seed=11, n_batches=3, fmt="parquet", drift_start=datetime(2024, 3, 1).date()),
+             raw, progress=False)
+    *before_drift, drifted = sorted(raw.glob("batch-*"))  # up to about February 19th; from then on
+    for batch in before_drift:
         assert ingest_batch(batch).accepted
     apply(s)
-    materialize(datetime(2024, 1, 1, tzinfo=timezone.utc), datetime(2024, 4, 1, tzinfo=timezone.utc), settings=s)
-    # A champion to monitor (limits relaxed: model quality is the training tests' job).
-    first = train(s, limits=GateLimits(max_ece=0.5, min_roc_auc=0.5, min_brier_skill=-1.0, max_train_valid_gap=1.0),
-                  promote_if_passed=True)
+    # A champion to monitor, trained before the drift, so the monitored March window drifts from its
+    # reference (limits relaxed: model quality is the training tests' job).
+    first = train(s, promote_if_passed=True,
+                  limits=GateLimits(max_ece=0.5, min_roc_auc=0.5, min_brier_skill=-1.0, max_train_valid_gap=1.0))
+    assert ingest_batch(drifted).accepted
+    materialize(datetime(2023, 12, 1, tzinfo=timezone.utc), datetime(2024, 4, 1, tzinfo=timezone.utc), settings=s)
     assert champion_version(s) == first.version
     # What serving would have logged in March 2024 (the test's own prediction log).
     replay_predictions(s, datetime(2024, 3, 1, tzinfo=timezone.utc), datetime(2024, 4, 1, tzinfo=timezone.utc),
@@ -163,8 +170,14 @@ def test_monitor_and_train_dags_work_as_of_their_data_interval(airflow_settings)
     assert monitored["state"] == "success", monitored
     summary = monitored["returned"]["monitor"]  # in XCom: the UI shows how the run went, requested or not
     assert monitored["tasks"]["monitor"] == "success" and summary["severity"] in ("none", "low", "moderate", "high")
-    asked = summary["retrain_request"] is not None
-    assert monitored["tasks"]["request_retraining"] == ("success" if asked else "skipped"), monitored
+    assert summary["retrain_request"] is not None and summary["retrain_request_new"], summary
+    assert monitored["tasks"]["request_retraining"] == "success", monitored
+    (requested,) = monitored["asset_events"]  # stored by Airflow, carrying the request for the run it schedules
+    assert requested["asset"] == "retrain_request"
+    assert requested["extra"]["retrain_request"] == summary["retrain_request"]
+    assert requested["extra"]["model_version"] == first.version
+    request_file = Path(summary["retrain_request"])
+    request = json.loads(request_file.read_text())
     end = pd.Timestamp(monitored["data_interval_end"])
     assert end.year == 2024, monitored  # dag.test's interval for that logical date, whatever its exact bounds
     (report,) = (s.reports_dir / "monitoring").glob("*/report.json")
@@ -177,11 +190,18 @@ def test_monitor_and_train_dags_work_as_of_their_data_interval(airflow_settings)
     # during this test, so the run's instant is a moment ago (not the wall clock when the task runs).
     # As a retraining request triggers it: no data interval (Airflow 3), so the time it was queued for.
     as_of = pd.Timestamp.now(tz="UTC").floor("s")
-    trained = run_dag_test(s, "train_model.py", {}, run_after=as_of.isoformat())
+    trained = run_dag_test(s, "train_model.py", {}, run_after=as_of.isoformat(), consume_asset="retrain_request")
     assert trained["state"] == "success", trained
+    assert trained["run_type"] == "asset_triggered"
     assert trained["data_interval_end"] is None and trained["returned"]["train"]["as_of"] == as_of.isoformat()
+    assert trained["returned"]["train"]["retrain_requests"] == [summary["retrain_request"]]
     (latest,) = client(s).search_model_versions(f"name='{s.model_name}'", order_by=["version_number DESC"],
                                                 max_results=1)
     assert latest.version != first.version
     assert latest.tags["as_of"] == as_of.isoformat()
     assert latest.tags["parent_version"] == first.version
+    assert latest.tags["triggered_by"] == "asset_triggered"
+    (recorded,) = json.loads(latest.tags["retrain_requests"])["described"]
+    assert recorded["request_id"] == request["request_id"] and recorded["report"] == request["report"]
+    assert recorded["sha256"] == hashlib.sha256(request_file.read_bytes()).hexdigest()
+    assert recorded["reasons"] == request["reasons"] and Path(request["report"]).is_file()
