@@ -197,6 +197,30 @@ def prometheus_text(result: dict[str, Any]) -> str:
                   [({}, concept["reference"]["brier"])])
         gauge("pm_concept_drift_severity", "0 none, 1 moderate, 2 high.",
               [({}, SEVERITY_RANK[concept.get("severity", "none")])])
+    # The Feast checks (--feature-service): 0 when not asked for or skipped, so a dashboard tells
+    # "fresh" from "not checked".
+    fresh, skew = result.get("freshness") or {}, result.get("skew") or {}
+    gauge("pm_feature_checks_ran", "1 if online freshness and training-serving skew were checked in this run.",
+          [({}, 1.0 if fresh.get("status") == "ok" else 0.0)])
+    if fresh.get("status") == "ok":
+        views = sorted(fresh["views"].items())
+        gauge("pm_feature_view_newest_age_seconds",
+              "Age of the newest online value of a feature view (if even the newest is old, the pipeline stopped).",
+              [({"feature_view": v}, d["newest_age_seconds"]) for v, d in views])
+        gauge("pm_feature_view_expired_fraction", "Share of served markets whose online value is past the view's TTL.",
+              [({"feature_view": v}, d["expired_fraction"]) for v, d in views])
+        gauge("pm_feature_view_not_found_fraction", "Share of served markets the online store holds no value for.",
+              [({"feature_view": v}, d["not_found_fraction"]) for v, d in views])
+        gauge("pm_feature_view_freshness_severity", "0 none, 1 moderate, 2 high.",
+              [({"feature_view": v}, SEVERITY_RANK[d["severity"]]) for v, d in views])
+    if skew.get("status") == "ok":
+        features = sorted(skew["features"].items())
+        gauge("pm_skew_mismatch_fraction", "Share of sampled (market, feature) values differing online vs offline.",
+              [({}, skew["mismatch_fraction"])])
+        gauge("pm_skew_feature_mismatch_fraction", "Share of sampled markets whose online value differs from offline.",
+              [({"feature": f}, d["mismatch_fraction"]) for f, d in features])
+        gauge("pm_skew_severity", "0 none, 1 moderate, 2 high (worst feature).",
+              [({}, max((SEVERITY_RANK[d["severity"]] for _, d in features), default=0))])
     gauge("pm_monitoring_retrain_requested", "1 if this run requested retraining.",
           [({}, 1.0 if result.get("retrain_request") else 0.0)])
     return "\n".join(lines) + "\n"

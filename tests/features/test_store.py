@@ -261,3 +261,17 @@ def test_a_failing_feast_apply_is_one_error_line_naming_feasts_exception(tmp_pat
     assert len(lines) == 1 and lines[0].startswith("error: `feast apply`"), proc.stderr
     assert "OperationalError" in lines[0] and "Connection refused" in lines[0], lines[0]
     assert "secretpw" not in proc.stdout + proc.stderr
+
+
+def test_materialize_cli_does_not_repeat_ibis_deprecation_noise(fork):
+    """Importing feast turns on every library's DeprecationWarning; the DuckDB offline store's ibis then
+    printed duckdb's fetch_arrow_table() deprecation for each view of each window (~600 lines of
+    `make demo`). Our own output and other warnings still show."""
+    s = fork()
+    env = {**os.environ, **settings_env(s)}
+    proc = subprocess.run([sys.executable, "-m", "features", "materialize", "--start", "2024-01-01T00:00:00Z",
+                           "--end", "2024-01-20T00:00:00Z"], cwd=REPO_ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "price_features: 3 window(s)" in proc.stdout, proc.stdout  # the offline store was really read
+    assert "fetch_arrow_table" not in proc.stderr, proc.stderr[-2000:]

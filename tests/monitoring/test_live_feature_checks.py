@@ -130,6 +130,16 @@ def test_window_ending_now_runs_freshness_and_skew_on_a_current_store(live, live
     assert "not checked" not in out.to_text()
     saved = json.loads(out.json_path.read_text())
     assert saved["freshness"]["status"] == "ok" and saved["skew"]["mismatch_fraction"] == 0.0
+    gauges = parse_prom(out.prom_path.read_text())  # what a dashboard scrapes
+    assert gauges['pm_feature_checks_ran{model_version="1"}'] == 1
+    for view, found in views.items():
+        labels = f'{{model_version="1",feature_view="{view}"}}'
+        assert gauges[f"pm_feature_view_newest_age_seconds{labels}"] == pytest.approx(found["newest_age_seconds"])
+        assert gauges[f"pm_feature_view_freshness_severity{labels}"] == 0
+        assert gauges[f"pm_feature_view_expired_fraction{labels}"] == found["expired_fraction"]
+    assert gauges['pm_skew_mismatch_fraction{model_version="1"}'] == 0
+    assert gauges['pm_skew_severity{model_version="1"}'] == 0
+    assert gauges['pm_skew_feature_mismatch_fraction{model_version="1",feature="price"}'] == 0
 
 
 def test_stale_view_and_skew_reach_the_report_and_alerts_but_request_no_retraining(live, live_world):
@@ -170,7 +180,17 @@ def test_stale_view_and_skew_reach_the_report_and_alerts_but_request_no_retraini
 
     assert out.retrain_request_path is None and "retrain_request" not in r
     assert not (settings.data_dir / "retrain_requests").exists()
-    assert parse_prom(out.prom_path.read_text())['pm_monitoring_retrain_requested{model_version="1"}'] == 0
+    gauges = parse_prom(out.prom_path.read_text())
+    assert gauges['pm_monitoring_retrain_requested{model_version="1"}'] == 0
+    # The faults are on the dashboard too, not only in the report.
+    assert gauges['pm_feature_view_freshness_severity{model_version="1",feature_view="poll_features"}'] == 2
+    assert gauges['pm_feature_view_newest_age_seconds{model_version="1",feature_view="poll_features"}'] >= \
+        POLLS_STOP.total_seconds()
+    assert gauges['pm_feature_view_freshness_severity{model_version="1",feature_view="price_features"}'] == 0
+    assert gauges['pm_skew_feature_mismatch_fraction{model_version="1",feature="price"}'] == 1.0
+    assert gauges['pm_skew_severity{model_version="1"}'] == 2
+    assert r["skew"]["mismatch_fraction"] > 0
+    assert gauges['pm_skew_mismatch_fraction{model_version="1"}'] == pytest.approx(r["skew"]["mismatch_fraction"])
     alerts = [json.loads(line) for line in out.alerts_path.read_text().splitlines()]
     assert {(a["kind"], a["subject"]) for a in alerts} == set(kinds)
     saved = json.loads(out.json_path.read_text())
@@ -210,6 +230,9 @@ def test_markets_resolved_since_their_predictions_are_not_called_skew(live, live
         assert out.result[kind]["status"] == "skipped", out.result[kind]
         assert f"all {N_MARKETS} markets of the window have resolved" in out.result[kind]["reason"]
     assert "freshness and skew not checked: all" in out.to_text()
+    gauges = parse_prom(out.prom_path.read_text())
+    assert gauges['pm_feature_checks_ran{model_version="1"}'] == 0  # "not checked", not "fresh"
+    assert not [g for g in gauges if g.startswith(("pm_feature_view_", "pm_skew_"))], gauges
 
 
 @pytest.fixture
