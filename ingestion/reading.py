@@ -1,5 +1,10 @@
 """Find a batch's table files and read each into a typed frame, reporting every conversion problem.
 
+A batch entry named as a table (``polls.parquet``) that is not a regular file after following a
+link (a dataset directory of part files, a dangling link, a FIFO, a device) is an unreadable
+file, judged from ``stat`` alone (a FIFO is never opened). A CSV holding a NUL byte is refused
+(``unreadable_file``, naming the line): pandas' parser would silently end the cell there.
+
 Typing rules (contract: "a value that cannot be converted to the column's type without loss"):
 
 * CSV is read as UTF-8 text, every cell a string; an empty cell is null, except in string
@@ -8,9 +13,11 @@ Typing rules (contract: "a value that cannot be converted to the column's type w
   rather than guessed (``1`` and ``"01"`` would collide as market ids).
 * float columns: numbers, or text that parses as a number. Text is converted by Python's
   correctly rounded ``float()``, so a CSV written with round-trip precision types exactly
-  like the Parquet it came from (same batch_id).
+  like the Parquet it came from (same batch_id). An integer (Parquet integer type, or integer
+  text) that a 64-bit float cannot hold exactly (beyond 2**53) is refused: that conversion loses.
 * int columns: integers, or floats/text with no fractional part (``1.0`` -> 1; ``1.5`` refused).
-* timestamps: ISO-8601 text with ``Z`` (RFC 3339 also allows ``z``) or an offset, or a Parquet
+* timestamps: ISO-8601 text with ``Z`` (RFC 3339 also allows ``z``, and ``t`` for the separator) or
+  an offset (``+hh:mm``, ``+hhmm``, ``+hh``; other forms such as ``+02:00:00`` are refused), or a Parquet
   timestamp with a time zone; converted to UTC at microsecond precision. Naive text / naive
   Parquet timestamps are refused (``naive_timestamp``) unless ``assume_utc``. Sub-microsecond
   values would lose precision and are refused. Values before 2000-01-01 or after
@@ -23,10 +30,15 @@ Typing rules (contract: "a value that cannot be converted to the column's type w
 from __future__ import annotations
 
 import csv
+import errno
+import io
+import os
+import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,7 +47,8 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from ingestion.contract import (
-    EARLIEST_TIMESTAMP, MAX_FUTURE, SCHEMAS, TABLES, ColumnSpec, TypedTable, Violation, _flag, examples_of,
+    EARLIEST_TIMESTAMP, MAX_FUTURE, N_EXAMPLES, SCHEMAS, TABLES, ColumnSpec, TypedTable, Violation, _flag,
+    examples_of,
 )
 
 TABLE_SUFFIXES = (".parquet", ".csv")
@@ -46,9 +59,12 @@ SCHEDULED_COLUMNS = frozenset({("markets", "resolution_date")})
 LATEST_SCHEDULED = pd.Timestamp.max.tz_localize("UTC").floor("us")
 # An ISO-8601 time followed by Z or a numeric offset (a bare date has no zone).
 _AWARE_RE = r"[T ]\d{2}(?::?\d{2}(?::?\d{2}(?:[.,]\d+)?)?)?\s*(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$"
+# A time (at least hours and minutes) followed by a sign and a digit: meant as an offset. If it is
+# not one of ISO 8601's forms above (e.g. "+02:00:00", seconds), it is refused as such, not as naive.
+_OFFSET_LIKE_RE = r"[T ]\d{2}:?\d{2}(?::?\d{2}(?:[.,]\d+)?)?\s*[+-]\d"
 # An ISO-8601 calendar date first (extended or basic), then nothing or a time: words such as
 # "now" or "today", which pandas would turn into the wall-clock time, are not timestamps.
-_ISO_DATE_RE = r"^\d{4}-?\d{2}-?\d{2}(?:$|[T ])"
+_ISO_DATE_RE = r"^\d{4}-?\d{2}-?\d{2}(?:$|[Tt ])"
 # An integer written as text: converted exactly with int(), not through a float (2**53 + 1 stays itself).
 _INT_TEXT_RE = r"^[+-]?\d+$"
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -67,7 +83,9 @@ def discover(batch_dir: Path) -> BatchFiles:
     found = BatchFiles()
     by_table: dict[str, list[Path]] = {}
     for path in sorted(batch_dir.iterdir()):
-        if path.is_file() and path.stem in TABLES and path.suffix in TABLE_SUFFIXES:
+        # Named as a table, it is that table whatever it is (a dataset directory, a dangling link, a
+        # FIFO): read_table refuses it, rather than the batch being published without the table.
+        if path.stem in TABLES and path.suffix in TABLE_SUFFIXES:
             by_table.setdefault(path.stem, []).append(path)
         else:
             kind = "directory" if path.is_dir() else "file"
@@ -90,8 +108,15 @@ def discover(batch_dir: Path) -> BatchFiles:
 def _read_raw(path: Path, table: str) -> tuple[pd.DataFrame | None, pa.Schema | None, list[Violation]]:
     """The file as a DataFrame (CSV: all strings) or a violation if it cannot be read."""
     name = path.name
+    not_a_file = _not_a_regular_file(path)
+    if not_a_file:
+        return None, None, [Violation(name, table, "unreadable_file", None, 0,
+                                      f"{name} is not a regular file: it is {not_a_file}")]
     try:
         if path.suffix == ".csv":
+            nul = _csv_nul_violation(path, table)
+            if nul:
+                return None, None, [nul]
             shape_problems = _csv_shape_violations(path, table)
             if shape_problems:
                 return None, None, shape_problems
@@ -121,6 +146,69 @@ def _read_raw(path: Path, table: str) -> tuple[pd.DataFrame | None, pa.Schema | 
     if raw.empty:
         return None, None, [Violation(name, table, "empty_file", None, 0, "the file has no data rows")]
     return raw, schema, []
+
+
+def _not_a_regular_file(path: Path) -> str | None:
+    """What ``path`` is if it is not a regular file (a link is followed), else None.
+
+    From ``stat`` alone: opening a FIFO would block until some writer comes, and a directory
+    would be read by pyarrow as a dataset of whatever files it holds.
+    """
+    link = f"a symbolic link to {os.readlink(path)!r}, which is " if path.is_symlink() else ""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"{link}part of a symbolic link loop"
+        if exc.errno == errno.ENOENT:
+            return f"{link}missing"
+        return f"{link}not accessible ({exc.strerror})"
+    if stat.S_ISREG(mode):
+        return None
+    kinds = ((stat.S_ISDIR, "a directory (a dataset of part files is not a table file; send the table "
+                            "as one file)"),
+             (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return link + next((kind for test, kind in kinds if test(mode)), f"a special file (mode {mode:o})")
+
+
+def _csv_nul_violation(path: Path, table: str) -> Violation | None:
+    """A NUL byte anywhere in a CSV: pandas' C parser silently ends the cell there (``7\\x00289`` -> 7).
+
+    A scan of the bytes in chunks; only on a hit is the file parsed, to name the first NUL's line
+    and column and the data rows that hold one.
+    """
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            if b"\x00" in chunk:
+                break
+        else:
+            return None
+    data = path.read_bytes()
+    first_line = data.count(b"\n", 0, data.index(b"\x00")) + 1
+    reader = csv.reader(io.StringIO(data.decode("utf-8-sig", errors="replace"), newline=""))
+    header = next(reader, [])
+    # A NUL in the header (every other byte, in UTF-16 text) names no column.
+    in_header = any("\x00" in name for name in header)
+    where = " (in the header: is the file UTF-16?)" if in_header else ""
+    column: str | None = None
+    rows: list[int] = []
+    examples: list[dict[str, Any]] = []
+    try:
+        for i, cells in enumerate(reader):
+            nul_at = [j for j, cell in enumerate(cells) if "\x00" in cell]
+            if nul_at:
+                rows.append(i)
+                if not in_header and column is None and nul_at[0] < len(header):
+                    column = header[nul_at[0]]
+                if len(examples) < N_EXAMPLES:
+                    examples.append({"_row": i, **dict(zip(header, cells))})
+    except csv.Error:
+        pass  # a row the csv module cannot split: the first NUL's line is still known
+    return Violation(path.name, table, "unreadable_file", column, len(rows),
+                     f"the file contains a NUL byte, first on line {first_line}{where}; {len(rows)} data "
+                     "row(s) hold one. A NUL is not CSV text: the reader would cut the cell short there",
+                     examples)
 
 
 def _csv_shape_violations(path: Path, table: str) -> list[Violation]:
@@ -204,12 +292,40 @@ def _type_number(t: TypedTable, spec: ColumnSpec, arrow_type: pa.DataType | None
         values, outside = _parquet_integers(s)
         bad = np.zeros(len(s), dtype=bool)
         _flag(out, t, outside, "not_convertible", spec.name, f"{spec.name} is outside the 64-bit integer range")
+        if spec.kind == "float":
+            _flag(out, t, _inexact_floats(values, values.astype("float64")), "not_convertible", spec.name,
+                  f"{spec.name} is an integer that a 64-bit float cannot hold exactly (beyond 2**53); "
+                  "it cannot be converted without loss")
     else:
         values, bad = _numbers_from(s)
+        if spec.kind == "float" and s.dtype == object:
+            text = s.astype("object").where(s.notna(), None).astype("string").str.strip()
+            long_int_text = (text.str.fullmatch(_INT_TEXT_RE) & (text.str.lstrip("+-").str.len() > 15)
+                             ).fillna(False).to_numpy(dtype=bool) & ~bad
+            if long_int_text.any():
+                exact = pd.Series([int(v) if k else None for v, k in zip(text, long_int_text)], index=s.index,
+                                  dtype="object")
+                _flag(out, t, _inexact_floats(exact, values), "not_convertible", spec.name,
+                      f"{spec.name} is integer text that a 64-bit float cannot hold exactly (beyond 2**53); "
+                      "it cannot be converted without loss")
     _flag(out, t, bad, "not_convertible", spec.name, f"{spec.name} must be a {spec.kind}")
     if spec.kind == "int" and values.dtype != "Int64":
         values = _integers_from_numbers(t, spec, s, values, bad, out)
     t.typed[spec.name] = values if spec.kind == "int" else values.astype("float64")
+
+
+def _inexact_floats(ints: pd.Series, floats: pd.Series) -> np.ndarray:
+    """Mask of integer cells whose float64 value is not the same number (only possible beyond 2**53).
+
+    Compared as Python ints, so nothing is rounded on the way; a non-finite float (text too long
+    for a double) is left to the range rule.
+    """
+    as_float = floats.to_numpy(dtype="float64", na_value=np.nan)
+    candidates = np.isfinite(as_float) & (np.abs(as_float) >= 2.0**53) & ints.notna().to_numpy()
+    lossy = np.zeros(len(ints), dtype=bool)
+    for i in np.flatnonzero(candidates):
+        lossy[i] = int(as_float[i]) != int(ints.iat[i])
+    return lossy
 
 
 def _parquet_integers(s: pd.Series) -> tuple[pd.Series, np.ndarray]:
@@ -269,29 +385,36 @@ def _integers_from_numbers(t: TypedTable, spec: ColumnSpec, s: pd.Series, values
     return result
 
 
-def _parse_timestamp_text(text: pd.Series) -> tuple[pd.Series, np.ndarray, np.ndarray, np.ndarray]:
+def _parse_timestamp_text(
+    text: pd.Series,
+) -> tuple[pd.Series, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """ISO-8601 text (a ``string`` series, NA for null) as UTC microseconds.
 
-    Returns (values, not_convertible, naive, sub_microsecond) masks. Values with an offset and
-    values without one are parsed apart: pandas 2.3, given both in one call, applies an
-    earlier value's offset to the naive ones that follow it. Naive values are read as UTC
+    Returns (values, not_convertible, naive, sub_microsecond, unsupported_offset) masks. An
+    offset not in an ISO 8601 form (``+02:00:00``) is refused whatever ``assume_utc``: pandas
+    reads ``+02:00:00.5`` as a fractional offset. Values with an offset and values without
+    one are parsed apart: pandas 2.3, given both in one call, applies an earlier value's
+    offset to the naive ones that follow it. Naive values are read as UTC
     (the caller refuses them unless ``assume_utc``). Values outside pandas' nanosecond range
     (after 2262, e.g. a far scheduled resolution_date) are parsed by Python, as a Parquet
     timestamp of that date would be read.
     """
-    # RFC 3339 allows a lowercase "z" (UTC); pandas and Python parse only "Z".
+    # RFC 3339 (5.6) allows a lowercase "t" separator and "z" (UTC); pandas and Python parse only "T", "Z".
     text = text.str.replace(r"z$", "Z", regex=True)
+    text = text.str.replace(r"^(\d{4}-?\d{2}-?\d{2})t", r"\1T", regex=True)
     present = text.notna().to_numpy()
     iso = present & text.str.match(_ISO_DATE_RE).fillna(False).to_numpy(dtype=bool)
     aware = iso & text.str.contains(_AWARE_RE, regex=True).fillna(False).to_numpy(dtype=bool)
-    naive = iso & ~aware
+    offset_like = text.str.contains(_OFFSET_LIKE_RE, regex=True).fillna(False).to_numpy(dtype=bool)
+    bad_offset = iso & ~aware & offset_like
+    naive = iso & ~aware & ~bad_offset
     parsed = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
     for group in (aware, naive):
         if group.any():
             parsed[group] = pd.to_datetime(text[group], format="ISO8601", utc=True, errors="coerce")
     sub_us = parsed.notna().to_numpy() & (parsed.dt.nanosecond.fillna(0).to_numpy() != 0)
     values = parsed.astype("datetime64[us, UTC]")
-    for i in np.flatnonzero(iso & parsed.isna().to_numpy()):
+    for i in np.flatnonzero((aware | naive) & parsed.isna().to_numpy()):
         try:
             moment = datetime.fromisoformat(text.iat[i])
         except ValueError:
@@ -299,8 +422,8 @@ def _parse_timestamp_text(text: pd.Series) -> tuple[pd.Series, np.ndarray, np.nd
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=timezone.utc)
         values.iat[i] = pd.Timestamp(moment.astimezone(timezone.utc))
-    bad = present & values.isna().to_numpy()
-    return values, bad, naive & ~bad, sub_us
+    bad = present & values.isna().to_numpy() & ~bad_offset
+    return values, bad, naive & ~bad, sub_us, bad_offset
 
 
 def _type_timestamp(t: TypedTable, spec: ColumnSpec, arrow_type: pa.DataType | None, assume_utc: bool,
@@ -326,9 +449,12 @@ def _type_timestamp(t: TypedTable, spec: ColumnSpec, arrow_type: pa.DataType | N
     elif arrow_type is None or pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) \
             or pa.types.is_null(arrow_type):
         text = s.astype("object").where(s.notna(), None).astype("string").str.strip()
-        values, bad, naive, sub_us = _parse_timestamp_text(text)
+        values, bad, naive, sub_us, bad_offset = _parse_timestamp_text(text)
         _flag(out, t, bad, "not_convertible", spec.name,
               f"{spec.name} must be an ISO-8601 timestamp with Z or an offset (e.g. 2024-03-01T12:00:00Z)")
+        _flag(out, t, bad_offset, "not_convertible", spec.name,
+              f"{spec.name} has an unsupported UTC offset form: ISO 8601 offsets are Z, +hh:mm, +hhmm or "
+              "+hh (or -), without seconds (e.g. 2024-03-01T14:00:00+02:00)")
         _flag(out, t, sub_us, "not_convertible", spec.name, f"{spec.name} has sub-microsecond precision")
     else:
         _flag(out, t, present, "not_convertible", spec.name,

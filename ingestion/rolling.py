@@ -6,7 +6,8 @@ Definitions, for a snapshot of market m at time ts (only m's snapshots at or bef
   before ``ts - 1 day`` / ``ts - 7 days``; null when there is none.
 * ``price_volatility_7d`` / ``price_volatility_30d``: sample standard deviation (ddof=1) of m's
   prices with timestamp in the half-open window ``(ts - w, ts]``; null with fewer than 2 prices.
-* ``volume_mean_7d``: mean of ``volume_24h`` over ``(ts - 7 days, ts]`` (never null: ts itself is in it).
+* ``volume_mean_7d``: mean of ``volume_24h`` over ``(ts - 7 days, ts]`` (never null: ts itself is in it;
+  finite and accurate for finite volumes, however large or far apart: see :func:`_window_means`).
 
 Windows are time-based, not row-based, so irregular snapshot spacing is handled.
 
@@ -104,9 +105,77 @@ def compute_price_features(snapshots: pd.DataFrame) -> pd.DataFrame:
     for name, lag in windows.items():
         indexer = _TimeWindowIndexer(clock.window_start(lag).astype("int64"), end)
         df[name] = df["price"].rolling(indexer, min_periods=VOLATILITY_MIN_PERIODS).std(ddof=VOLATILITY_DDOF)
-    indexer = _TimeWindowIndexer(clock.window_start(pd.Timedelta(days=7)).astype("int64"), end)
-    df["volume_mean_7d"] = df["volume_24h"].rolling(indexer, min_periods=1).mean()
+    start = clock.window_start(pd.Timedelta(days=7)).astype("int64")
+    df["volume_mean_7d"] = _window_means(df["volume_24h"], start, end, clock.code)
     return df
+
+
+def _window_means(values: pd.Series, start: np.ndarray, end: np.ndarray,
+                  market_code: np.ndarray) -> np.ndarray:
+    """Mean of ``values[start[i]:end[i]]`` per row (``end[i] = i + 1``; rows sorted by market, ts).
+
+    pandas' rolling mean keeps one running sum, adding each value as it enters the window and
+    subtracting it as it leaves. For finite but extreme volumes that goes wrong, although every
+    mean of finite values is finite: three volumes of 1.7e308 sum to inf, and once the window
+    moves on, inf - inf leaves NaN for every later row of the market; values far apart in size
+    (1e300 and 1e3) leave a rounding residue that swamps the small ones (a later mean of 0.0).
+    Markets at risk of either are computed by :func:`_additive_window_sums` instead (no value is
+    ever subtracted), their values first divided by a power of two so no partial sum overflows
+    (exact, barring subnormals). Every other market keeps pandas' bits. Decided per market, so a
+    market computed alone or beside others gives the same values.
+    """
+    v = values.to_numpy(dtype="float64")
+    means = values.rolling(_TimeWindowIndexer(start, end), min_periods=1).mean().to_numpy(dtype="float64")
+    first = np.flatnonzero(np.r_[True, market_code[1:] != market_code[:-1]])
+    n_rows = np.diff(np.r_[first, len(v)])
+    magnitude = np.abs(v)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        largest = np.fmax.reduceat(magnitude, first)
+        smallest = np.fmin.reduceat(np.where(magnitude > 0, magnitude, np.inf), first)
+        # A sum of n values below 2**e stays below 2**(e + bits(n)); keep it below 2**1020.
+        exponent = np.frexp(np.where(np.isfinite(largest), largest, 0.0))[1]
+        shift = np.maximum(0, exponent + np.frexp(n_rows.astype("float64"))[1] - 1020)
+        # The running sum's residue is about n * eps**2 * largest (eps = 2**-52, compensated sum);
+        # against the smallest value it must stay below 2**-40.
+        spread = largest / smallest * n_rows > 2.0**64
+    clean = np.add.reduceat(np.isnan(v), first) == 0
+    for m in np.flatnonzero(((shift > 0) | spread) & clean & np.isfinite(largest)):
+        rows = slice(first[m], first[m] + n_rows[m])
+        local_start = start[rows] - first[m]
+        sums = _additive_window_sums(np.ldexp(v[rows], -int(shift[m])).tolist(), local_start.tolist())
+        counts = np.arange(1, n_rows[m] + 1) - local_start
+        with np.errstate(over="ignore"):
+            scaled_back = np.ldexp(np.asarray(sums) / counts, int(shift[m]))
+        # A mean rounded an ulp above the largest double (all values at the maximum) is that maximum.
+        means[rows] = np.fmin(scaled_back, np.finfo("float64").max)
+    return means
+
+
+def _additive_window_sums(v: list[float], start: list[int]) -> list[float]:
+    """``sum(v[start[i]:i + 1])`` for each i (``start`` non-decreasing), adding only values inside the window.
+
+    Two stacks: the window is an older part ``[start, boundary)``, whose sums from each position to
+    ``boundary`` were computed when it was formed, and a newer part ``[boundary, i]`` with a running
+    sum. When the window's start passes ``boundary``, the whole window becomes the older part. A
+    value that has left the window is in no sum used afterwards, so it leaves no residue. O(n):
+    each value enters one older part.
+    """
+    out: list[float] = []
+    boundary, base, newer = 0, 0, 0.0
+    older: list[float] = []
+    for i, s in enumerate(start):
+        if s >= boundary:
+            older = [0.0] * (i + 1 - s)
+            acc = 0.0
+            for k in range(i, s - 1, -1):
+                acc += v[k]
+                older[k - s] = acc
+            boundary, base, newer = i + 1, s, 0.0
+            out.append(older[0])
+        else:
+            newer += v[i]
+            out.append(older[s - base] + newer)
+    return out
 
 
 def changed_rows(recomputed: pd.DataFrame, stored: pd.DataFrame) -> np.ndarray:
