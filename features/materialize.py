@@ -9,6 +9,10 @@ so a large window is split into `chunk`-sized windows processed in time order. O
 row wins and, at the same event time, the newer correction, in Redis as in SQLite (re-running an
 older window never puts older values back): features/online_corrections.py. Each window is recorded in the registry by Feast, which is what
 `materialize_incremental` continues from.
+
+Before reading, each function settles the offline store (``ingestion.publish.settle``): Feast's sources
+glob every Parquet file, committed or not, so a batch whose publish crashed half-way is rolled forward
+first instead of being materialized half.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from config.settings import Settings
 from features.online_corrections import newest_row_wins
 from features.resolved import evict_resolved, is_label_view
 from features.store import OFFLINE_LOCK
+from ingestion.publish import settle
 from ingestion.store import EVENT_TS, committed_batches
 
 if TYPE_CHECKING:
@@ -43,6 +48,7 @@ class MaterializeReport:
     windows: dict[str, list[tuple[datetime, datetime]]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # view -> reason (e.g. no data published yet)
     evicted_resolved: list[str] = field(default_factory=list)  # resolved markets evicted (marker kept)
+    recovered: list[str] = field(default_factory=list)  # interrupted publishes finished before reading
 
     def add(self, view: str, start: datetime, end: datetime) -> None:
         self.windows.setdefault(view, []).append((start, end))
@@ -53,6 +59,7 @@ class MaterializeReport:
         lines += [f"{view}: skipped, {reason}" for view, reason in self.skipped.items()]
         lines.append(f"resolved markets removed from the online store (resolution marker kept): "
                      f"{len(self.evicted_resolved)}")
+        lines += [f"offline store: {note}" for note in self.recovered]
         return "\n".join(lines) or "nothing to materialize"
 
 
@@ -111,6 +118,26 @@ def _views(store: "FeatureStore", views: Sequence[str] | None, report: Materiali
     return [name for name in online if name not in empty]
 
 
+def _offline_roots(store: "FeatureStore", settings: Settings | None) -> list[Path]:
+    """The offline store(s) the views' sources read: ``<root>/<table>/**/*.parquet`` (data_sources.py),
+    plus ``settings.offline_store_dir`` if given. From the sources, because a caller passing only a
+    FeatureStore may read another store than this process's settings name."""
+    from feast import FileSource
+
+    roots = [settings.offline_store_dir] if settings is not None else []
+    for view in store.list_feature_views():
+        source = view.batch_source
+        if isinstance(source, FileSource) and source.path.endswith("/**/*.parquet"):
+            roots.append(Path(source.path).parents[2])
+    return list(dict.fromkeys(roots))
+
+
+def _settle(store: "FeatureStore", settings: Settings | None, report: MaterializeReport) -> None:
+    """Finish an interrupted publish before Feast reads: its glob has no commit filter."""
+    for root in _offline_roots(store, settings):
+        report.recovered += settle(root)
+
+
 def _store(store: "FeatureStore | None", settings: Settings | None) -> "FeatureStore":
     if store is not None:
         return store
@@ -136,6 +163,7 @@ def materialize(
         raise ValueError(f"start ({start}) must be before end ({end})")
     store = _store(store, settings)
     report = MaterializeReport()
+    _settle(store, settings, report)
     names = _views(store, views, report)
     if not names:
         return report
@@ -183,6 +211,7 @@ def materialize_incremental(
     end = _utc("end", end)
     store = _store(store, settings)
     report = MaterializeReport()
+    _settle(store, settings, report)
     _materialize_from_last_end(store, end, _views(store, views, report), chunk, {}, report)
     report.evicted_resolved = evict_resolved(store, _eviction_time(store, end))
     return report
@@ -211,9 +240,10 @@ def materialize_new_batches(
     settings = settings or get_settings()
     store = _store(store, settings)
     root = settings.offline_store_dir
+    report = MaterializeReport()
+    _settle(store, settings, report)  # before the commit records are read: a rolled-forward batch is new
     done = _materialized_batches(root)
     committed = committed_batches(root)
-    report = MaterializeReport()
     names = _views(store, views, report)
     # Per view: a call for some views only leaves the others' new batches for a later call. A view
     # Feast never materialized (e.g. a recreated registry) counts every batch as new, whatever the file says.

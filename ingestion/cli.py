@@ -48,11 +48,30 @@ def generate(
 def ingest(
     batch_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="A batch directory (one to three tables)."),
     assume_utc: bool = typer.Option(False, "--assume-utc", help="Take naive timestamps as UTC instead of refusing them."),
+    lock_timeout: float = typer.Option(600.0, min=0, help="Seconds to wait for another ingest holding the "
+                                                          "offline store's lock before giving up (exit 2)."),
 ) -> None:
-    """Validate a batch against the data contract and publish it atomically, or quarantine it whole."""
-    from ingestion.ingest import ingest_batch
+    """Validate a batch against the data contract and publish it atomically, or quarantine it whole.
 
-    result = ingest_batch(batch_dir, assume_utc=assume_utc)
+    Exit 0: published (or already was); 1: refused and quarantined; 2: bad input, or the ingest could
+    not run to the end (lock held too long, disk full, unwritable directory): nothing new committed.
+    """
+    from config.settings import get_settings
+    from ingestion.ingest import ingest_batch
+    from ingestion.publish import IngestLockTimeout
+
+    try:
+        result = ingest_batch(batch_dir, assume_utc=assume_utc, lock_timeout_s=lock_timeout)
+    except IngestLockTimeout as exc:
+        typer.echo(f"error: {exc}; nothing was read or changed: run the ingest again later", err=True)
+        raise typer.Exit(code=2) from None
+    except OSError as exc:
+        # The protocol leaves the committed store as it was; a half-done publish is finished or
+        # discarded by the next ingest (or materialization, training: ingestion.publish.settle).
+        typer.echo(f"error: ingest of {batch_dir} stopped: {exc}; nothing new was committed to the offline "
+                   f"store {get_settings().offline_store_dir} (the next ingest recovers what this one left)",
+                   err=True)
+        raise typer.Exit(code=2) from None
     typer.echo(result.to_text())
     raise typer.Exit(code=0 if result.accepted else 1)
 

@@ -141,11 +141,14 @@ def _now(now: datetime | pd.Timestamp | None) -> pd.Timestamp:
 
 
 def ingest_batch(batch_dir: Path | str, assume_utc: bool = False, settings: Settings | None = None,
-                 now: datetime | pd.Timestamp | None = None, *, run_gate: bool = True) -> IngestResult:
+                 now: datetime | pd.Timestamp | None = None, *, run_gate: bool = True,
+                 lock_timeout_s: float = 600.0) -> IngestResult:
     """Validate ``batch_dir`` against the data contract and publish it atomically, or quarantine it whole.
 
     ``now`` is the ingest time (future-timestamp rule, ``ingested_at``); ``run_gate=False`` skips the
     Great Expectations gate (about 3 s per batch): only for tests of the contract logic itself.
+    ``lock_timeout_s``: how long to wait for another ingest holding the store's lock before raising
+    ``IngestLockTimeout`` (nothing read or changed then).
     """
     settings = settings or get_settings()
     batch_dir = Path(batch_dir)
@@ -153,7 +156,7 @@ def ingest_batch(batch_dir: Path | str, assume_utc: bool = False, settings: Sett
         raise NotADirectoryError(f"batch directory {batch_dir} does not exist or is not a directory")
     now_ts = _now(now)
     root = settings.offline_store_dir
-    with store_lock(root):
+    with store_lock(root, lock_timeout_s):
         notes = recover(root)
         result = _ingest_locked(batch_dir, assume_utc, settings, now_ts, run_gate)
     result.warnings = notes + result.warnings

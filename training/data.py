@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import pandas as pd
 
+from ingestion.publish import settle
 from training import FEATURE_SERVICE
 
 if TYPE_CHECKING:
@@ -348,6 +349,10 @@ def build_training_set(settings: "Settings", as_of: str | pd.Timestamp | None = 
     """Build, validate and hash the training set from the offline store through the FeatureService."""
     as_of_ts = to_utc(as_of)
     check_as_of_not_future(as_of_ts)
+    # Feast's point-in-time join reads every Parquet file, committed or not: a publish that crashed
+    # half-way is rolled forward first (a no-op without staged batches), so labels and features come
+    # from the same, whole batches.
+    settle(settings.offline_store_dir)
     markets = read_offline_table(settings.offline_store_dir, "markets")
     prices = read_offline_table(settings.offline_store_dir, "price_features")
     entities = build_entity_frame(markets, prices, as_of_ts)
