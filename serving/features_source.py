@@ -2,7 +2,8 @@
 
 One :class:`FeastFeatureSource` (one FeatureStore) per worker. It adds what serving needs on top of
 the library: bounded Redis timeouts with no retry back-off (a dead Redis must give a fast 503, and
-the next request after Redis returns reconnects by itself), per-feature ages and TTLs, unknown
+the next request after Redis returns reconnects by itself), a bounded SQLite lock wait (a locked
+file must give a fast 503 too), per-feature ages and TTLs, unknown
 market detection, and request-time price overrides recomputed through the on-demand view's own UDF.
 """
 
@@ -115,6 +116,7 @@ class FeastFeatureSource:
         self.store = RegistryCachedStore(self._build_store())
         self._plans: dict[str, ServicePlan] = {}
         self._lock = threading.Lock()
+        self._bounded_conn = None  # the SQLite connection whose busy timeout is set
 
     def _build_store(self) -> "FeatureStore":
         from feast import FeatureStore
@@ -137,6 +139,20 @@ class FeastFeatureSource:
         client = store._get_provider().online_store._get_client(store.config.online_store)
         client.set_retry(Retry(NoBackoff(), 1))
         return store
+
+    def _bound_sqlite_waits(self):
+        """Feast's own SQLite online-store connection, its lock waits bounded by timeout_s; None for Redis.
+
+        Feast opens it lazily (feast/infra/online_stores/sqlite.py `_get_conn`) with sqlite3's default
+        5 s timeout and keeps it: while another process held a write lock, every read hung 5 s before
+        failing. PRAGMA busy_timeout on that very connection bounds the wait; set once per connection."""
+        if self.settings.online_store_type != "sqlite":
+            return None
+        conn = self.store._get_provider().online_store._get_conn(self.store.config)
+        if conn is not self._bounded_conn:
+            conn.execute(f"PRAGMA busy_timeout = {max(1, math.ceil(self.timeout_s * 1000))}")
+            self._bounded_conn = conn
+        return conn
 
     # ------------------------------------------------------------------ registry facts
 
@@ -172,13 +188,16 @@ class FeastFeatureSource:
     # ------------------------------------------------------------------ reads
 
     def ping(self) -> None:
-        """Raise FeatureStoreUnavailable unless the online store answers."""
+        """Raise FeatureStoreUnavailable unless the online store answers: a Redis PING, or for SQLite a
+        read on the connection feature reads use (a file that exists but is locked answers no read)."""
         try:
             if self.settings.online_store_type == "redis":
                 client = self.store._get_provider().online_store._get_client(self.store.config.online_store)
                 client.ping()
-            elif not self.settings.online_sqlite_path.exists():
+            elif not self.settings.online_sqlite_path.exists():  # checked first: connecting would create it
                 raise FileNotFoundError(f"SQLite online store {self.settings.online_sqlite_path} does not exist")
+            else:
+                self._bound_sqlite_waits().execute("SELECT count(*) FROM sqlite_master").fetchone()
         except Exception as exc:  # noqa: BLE001 - every failure means "not reachable", with its reason
             raise FeatureStoreUnavailable(f"online store ({self.settings.online_store_type}) unreachable: "
                                           f"{type(exc).__name__}: {exc}") from exc
@@ -190,6 +209,7 @@ class FeastFeatureSource:
 
         plan = self.plan(service_name)
         try:
+            self._bound_sqlite_waits()
             result = online_columns(list(market_ids), service_name, request_ts, store=self.store)
         except Exception as exc:  # noqa: BLE001 - a failed read is a 503 with its reason, never a 500
             raise FeatureStoreUnavailable(f"online feature read failed: {type(exc).__name__}: {exc}") from exc
@@ -222,6 +242,7 @@ class FeastFeatureSource:
         from features.resolved import resolution_markers
 
         try:
+            self._bound_sqlite_waits()
             return resolution_markers(self.store, list(market_ids))
         except Exception as exc:  # noqa: BLE001 - a failed read is a 503 with its reason, never a 404 or 500
             raise FeatureStoreUnavailable(f"online resolution-marker read failed: {type(exc).__name__}: {exc}") from exc

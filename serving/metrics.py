@@ -41,6 +41,10 @@ class ServingMetrics:
                               ["outcome"], registry=r)
         self.model_info = Gauge("pm_serving_model_info", "1 for each served model version, by role.",
                                 ["role", "version", "feature_service"], registry=r)
+        self.champion_refused = Gauge("pm_serving_champion_refused",
+                                      "1 while the registry's champion version is refused (artifact sha256 or "
+                                      "checks failed) and the previous models keep serving; absent otherwise.",
+                                      ["version"], registry=r)
 
     def add_log_gauges(self, dropped: Callable[[], int], queued: Callable[[], int],
                        write_errors: Callable[[], int]) -> None:
@@ -55,6 +59,11 @@ class ServingMetrics:
         for role, model in roles.items():
             if model is not None:
                 self.model_info.labels(role=role, version=model[0], feature_service=model[1]).set(1)
+
+    def set_champion_refused(self, version: str | None) -> None:
+        self.champion_refused.clear()
+        if version is not None:
+            self.champion_refused.labels(version=version).set(1)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

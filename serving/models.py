@@ -89,6 +89,9 @@ class ModelState:
     challenger: ServedModel | None = None
     loaded_at: datetime | None = None
     last_error: str | None = None
+    # The registry's champion version while it is refused (the served models stay): /ready and the
+    # pm_serving_champion_refused gauge say so; None once a champion alias is served again.
+    refused_version: str | None = None
 
 
 @dataclass
@@ -198,10 +201,13 @@ class ModelManager:
                 detail = f"registered model '{self.settings.model_name}' has no '{CHAMPION}' alias"
                 if current.champion is None:
                     self.state = ModelState(last_error=detail)
+                elif current.refused_version is not None:  # no champion alias: none is refused any more
+                    self.state = ModelState(current.champion, current.fallback, current.challenger,
+                                            current.loaded_at, current.last_error)
                 return ReloadResult(False, _v(current.champion), _v(current.fallback), detail)
             challenger = self._maybe_challenger(current, registered.get(CHALLENGER))
             if current.champion is not None and current.champion.version == version:
-                if challenger is not current.challenger:
+                if challenger is not current.challenger or current.refused_version is not None:
                     self.state = ModelState(current.champion, current.fallback, challenger, current.loaded_at)
                 return ReloadResult(False, version, _v(current.fallback), f"champion v{version} already served")
             try:
@@ -209,7 +215,8 @@ class ModelManager:
             except Exception as exc:  # noqa: BLE001 - a bad candidate never replaces a working model
                 detail = f"champion v{version} refused, still serving v{_v(current.champion)}: {exc}"
                 log.error(detail)
-                self.state = ModelState(current.champion, current.fallback, challenger, current.loaded_at, detail)
+                self.state = ModelState(current.champion, current.fallback, challenger, current.loaded_at, detail,
+                                        refused_version=version)
                 return ReloadResult(False, _v(current.champion), _v(current.fallback), detail)
             fallback = self._fallback_of(champion, current) if self.load_fallback else None
             self.state = ModelState(champion, fallback, challenger, datetime.now(timezone.utc))

@@ -20,9 +20,14 @@ MAX_INTERVAL_S = 7 * 86400.0
 @dataclass(frozen=True)
 class ServingOptions:
     max_batch_size: int = 100
+    # Largest request body accepted (bytes), counted as it arrives: bigger bodies get a 413 before they
+    # are parsed, so one client cannot stall the event loop for all. 1 MiB holds max_batch_size=100
+    # items many times over; raise it together with a much larger max_batch_size.
+    max_body_bytes: int = 1_048_576
     # How often the champion alias is re-read from the registry (0 disables polling; /admin/reload still works).
     poll_interval_s: float = 30.0
-    # Redis socket timeouts: a dead online store must answer 503 in well under a second, not hang.
+    # Online-store waits: Redis socket timeouts, SQLite busy timeout (a locked file). A dead or locked
+    # store must answer 503 in well under a second, not hang.
     online_timeout_s: float = 0.25
     # Prediction log: bounded queue (a full queue drops rows and counts them, never blocks a request).
     log_queue_size: int = 10_000
@@ -48,7 +53,7 @@ class ServingOptions:
                 raise ValueError(f"option {f.name!r} must be a {f.type}, got {value!r}")
             if f.type == "float" and not math.isfinite(value):
                 raise ValueError(f"option {f.name!r} must be a finite number, got {value!r}")
-        for name in ("max_batch_size", "log_queue_size", "log_flush_rows"):
+        for name in ("max_batch_size", "max_body_bytes", "log_queue_size", "log_flush_rows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("shadow_share", "ab_share"):

@@ -126,7 +126,9 @@ def test_batch_scores_in_request_order_with_one_read_and_one_model_call(client, 
 def test_oversized_and_empty_batches_are_refused(client, online):
     too_many = [{"market_id": online.ids[0]}] * (FAST.max_batch_size + 1)
     r = client.post("/predict/batch", json={"items": too_many})
-    assert r.status_code == 422 and f"maximum is {FAST.max_batch_size}" in r.json()["detail"]
+    assert r.status_code == 422, r.text
+    (err,) = r.json()["detail"]
+    assert err["loc"] == ["body", "items"] and f"maximum is {FAST.max_batch_size}" in err["msg"]
     assert client.post("/predict/batch", json={"items": []}).status_code == 422
 
 

@@ -20,6 +20,7 @@ def test_cli_help_names_the_settings_it_serves_on():
     ({"shadow_share": 1.5}, "shadow_share"),
     ({"log_queue_size": 0}, "log_queue_size"),
     ({"online_timeout_s": 0}, "online_timeout_s"),
+    ({"max_body_bytes": 0}, "max_body_bytes"),
 ])
 def test_invalid_options_are_refused_by_name(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -44,6 +45,18 @@ def test_options_from_the_settings_json():
 def test_bad_options_json_is_refused_naming_the_problem(text, message):
     with pytest.raises(ValueError, match=message):
         ServingOptions.from_json(text)
+
+
+def test_the_body_limit_comes_from_the_settings_json(tmp_path):
+    from config.settings import Settings
+    from serving.app import BodyLimitMiddleware, create_app
+
+    settings = Settings.from_env({"PM_DATA_DIR": str(tmp_path), "PM_SERVING_OPTIONS": '{"max_body_bytes": 2048}'})
+    app = create_app(settings)
+    assert app.state.options.max_body_bytes == 2048
+    assert [m.kwargs for m in app.user_middleware if m.cls is BodyLimitMiddleware] == [{"limit": 2048}]
+    with pytest.raises(ValueError, match="option 'max_body_bytes' must be a int"):
+        ServingOptions.from_json('{"max_body_bytes": "1MB"}')
 
 
 def test_the_app_takes_its_options_from_settings(tmp_path):

@@ -88,6 +88,39 @@ def test_a_candidate_that_fails_its_check_is_refused_and_the_champion_keeps_serv
     body = client.post("/predict", json={"market_id": online.ids[0]}).json()
     assert body["model_version"] == model_store.versions["champion"]
     assert "market_forecaster_v9" in client.get("/model").json()["last_error"]
+    _assert_refusal_is_reported(client, model_store.versions["next"], "market_forecaster_v9")
+
+
+def _assert_refusal_is_reported(client, refused: str, reason: str) -> None:
+    """Still ready (a verified model serves), but /ready and /metrics say the registry's champion is refused."""
+    ready = client.get("/ready")
+    assert ready.status_code == 200 and ready.json()["ready"] is True, ready.text
+    (line,) = ready.json()["detail"]
+    assert f"champion v{refused} refused" in line and reason in line
+    assert f'pm_serving_champion_refused{{version="{refused}"}} 1.0' in client.get("/metrics").text
+
+
+def test_a_tampered_champion_artifact_is_refused_reported_and_cleared_when_the_alias_moves_back(
+        client, online, model_store, serving_settings):
+    from training import registry
+
+    v = model_store.versions
+    assert client.get("/ready").json()["detail"] == []
+    assert "pm_serving_champion_refused{" not in client.get("/metrics").text
+    # The registered sha256 no longer matches the stored artifact: what a modified artifact looks like.
+    registry.set_version_tags(serving_settings, serving_settings.model_name, v["next"], {"artifact_sha256": "0" * 64})
+    world.set_champion(serving_settings, v["next"])
+    r = client.post("/admin/reload", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).json()
+    assert r["changed"] is False and r["champion_version"] == v["champion"]
+    assert "does not match the registered artifact_sha256" in r["detail"]
+    assert client.post("/predict", json={"market_id": online.ids[0]}).json()["model_version"] == v["champion"]
+    _assert_refusal_is_reported(client, v["next"], "artifact_sha256")
+    # The alias back on the served version: nothing is refused any more.
+    registry.client(serving_settings).set_registered_model_alias(serving_settings.model_name, "champion",
+                                                                 v["champion"])
+    client.post("/admin/reload", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert client.get("/ready").json()["detail"] == []
+    assert "pm_serving_champion_refused{" not in client.get("/metrics").text
 
 
 def test_no_champion_at_start_up_is_not_ready_and_503(make_client, online, serving_settings):

@@ -33,12 +33,21 @@ def feast_env(project: Path, redis) -> dict[str, str]:
             "PM_REDIS_DB": "0", "PM_REDIS_PASSWORD": redis.password}
 
 
-def apply_feast_project(project: Path, redis) -> dict[str, str]:
-    """Copy feature_repo/ under `project` and run the real `feast apply`; returns its feast_env."""
+def sqlite_feast_env(project: Path) -> dict[str, str]:
+    """Environment of a Feast project under `project` with its online store in a SQLite file there."""
+    return {"PM_FEATURE_REPO_DIR": str(project / "feature_repo"),
+            "PM_FEAST_REGISTRY_URI": f"sqlite:///{project / 'feast_registry.db'}",
+            "PM_OFFLINE_STORE_DIR": str(project / "offline"),
+            "PM_ONLINE_STORE_TYPE": "sqlite", "PM_ONLINE_SQLITE_PATH": str(project / "online_store.db")}
+
+
+def apply_feast_project(project: Path, redis=None) -> dict[str, str]:
+    """Copy feature_repo/ under `project` and run the real `feast apply`; returns its feast_env
+    (online store on `redis`, or in a SQLite file under `project` when redis is None)."""
     from features.store import apply
 
     copy_feature_repo(project)
-    env = feast_env(project, redis)
+    env = feast_env(project, redis) if redis is not None else sqlite_feast_env(project)
     settings = Settings.from_env({"PM_DATA_DIR": str(project / "data"), **env})
     settings.ensure_dirs()
     apply(settings)
