@@ -81,3 +81,15 @@ def write_batch(batch_dir: Path, tables: dict[str, pd.DataFrame], fmt: str = "pa
         else:
             raise ValueError(fmt)
     return batch_dir
+
+
+def bad_price_batch(batch_dir: Path, text: str = "abc") -> Path:
+    """A valid CSV batch whose first price cell is ``text`` (e.g. not a number: refused by the contract)."""
+    write_batch(batch_dir, valid_tables(), "csv")
+    path = batch_dir / "price_snapshots.csv"
+    lines = path.read_text().splitlines()
+    cells = lines[1].split(",")
+    cells[2] = text
+    lines[1] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n")
+    return batch_dir

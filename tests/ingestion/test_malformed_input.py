@@ -13,7 +13,7 @@ import pytest
 from config.settings import Settings
 from ingestion.ingest import ingest_batch
 from ingestion.reading import read_table
-from tests.ingestion.factories import valid_tables, write_batch
+from tests.ingestion.factories import bad_price_batch, valid_tables, write_batch
 
 NOW = pd.Timestamp("2024-06-01", tz="UTC")
 
@@ -141,24 +141,13 @@ def test_large_integers_are_kept_exactly(tmp_path: Path, fmt: str) -> None:
         assert [(v.rule, v.column) for v in violations] == [("null_value", "n_polls")]
 
 
-def _bad_price_batch(batch: Path, text: str) -> Path:
-    write_batch(batch, valid_tables(), "csv")
-    path = batch / "price_snapshots.csv"
-    lines = path.read_text().splitlines()
-    cells = lines[1].split(",")
-    cells[2] = text
-    lines[1] = ",".join(cells)
-    path.write_text("\n".join(lines) + "\n")
-    return batch
-
-
 def test_different_deliveries_refused_under_one_label_are_all_kept(settings: Settings, tmp_path: Path) -> None:
     """'abc' and 'xyz' both fail conversion, so the typed batches (and their ids) are the same."""
     batch = tmp_path / "incoming" / "batch-001"
-    first = _ingest(settings, _bad_price_batch(batch, "abc"))
+    first = _ingest(settings, bad_price_batch(batch, "abc"))
     again = _ingest(settings, batch)  # the same files refused again: one copy, newest reason
     assert again.quarantine_path == first.quarantine_path
-    second = _ingest(settings, _bad_price_batch(batch, "xyz"))
+    second = _ingest(settings, bad_price_batch(batch, "xyz"))
     assert first.batch_id == second.batch_id and not first.accepted and not second.accepted
     assert second.quarantine_path != first.quarantine_path
     kept = {p.name: (p / "price_snapshots.csv").read_text() for p in settings.quarantine_dir.iterdir()}
@@ -170,7 +159,7 @@ def test_different_deliveries_refused_under_one_label_are_all_kept(settings: Set
 
 
 def test_dangling_link_in_a_refused_batch_does_not_stop_the_quarantine(settings: Settings, tmp_path: Path) -> None:
-    batch = _bad_price_batch(tmp_path / "b", "abc")
+    batch = bad_price_batch(tmp_path / "b", "abc")
     (batch / "notes.txt").symlink_to(tmp_path / "missing.txt")
     result = _ingest(settings, batch)
     assert not result.accepted and result.quarantine_path is not None
@@ -181,7 +170,7 @@ def test_dangling_link_in_a_refused_batch_does_not_stop_the_quarantine(settings:
 
 def test_batch_given_as_the_current_directory_is_named_after_it(settings: Settings, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    batch = _bad_price_batch(tmp_path / "batch-007", "abc")
+    batch = bad_price_batch(tmp_path / "batch-007", "abc")
     monkeypatch.chdir(batch)
     result = _ingest(settings, Path("."))
     assert result.quarantine_path is not None and result.quarantine_path.name.startswith("batch-007-")

@@ -21,7 +21,7 @@ from ingestion.cli import app
 from ingestion.ingest import ingest_batch
 from ingestion.publish import IngestLockTimeout
 from ingestion.store import STAGING_DIR, committed_batches
-from tests.ingestion.factories import valid_tables, write_batch
+from tests.ingestion.factories import bad_price_batch, valid_tables, write_batch
 
 NOW = pd.Timestamp("2024-06-01", tz="UTC")
 TABLE_FILES = ["markets.csv", "polls.csv", "price_snapshots.csv"]
@@ -33,14 +33,7 @@ def _ingest(settings: Settings, batch: Path, **kw: object):
 
 def _refused_batch(batch: Path, text: str = "abc") -> Path:
     """A CSV batch refused by the contract (one price is not a number), before any gate runs."""
-    write_batch(batch, valid_tables(), "csv")
-    path = batch / "price_snapshots.csv"
-    lines = path.read_text().splitlines()
-    cells = lines[1].split(",")
-    cells[2] = text
-    lines[1] = ",".join(cells)
-    path.write_text("\n".join(lines) + "\n")
-    return batch
+    return bad_price_batch(batch, text)
 
 
 def _leftovers(settings: Settings) -> list[str]:

@@ -10,16 +10,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import socket
-import threading
-import time
 from typing import Iterator
 
 import pytest
 
 from serving.app import ECHO_CHARS, MAX_LISTED_ERRORS, create_app
 from serving.options import ServingOptions
-from tests.servers import free_port
 from tests.serving.conftest import FAST
+from tests.serving.world import served
 
 pytestmark = pytest.mark.slow
 
@@ -56,22 +54,8 @@ def test_a_body_over_the_limit_is_413_naming_the_limit(client, online, path, bod
 
 @pytest.fixture
 def live_port(serving_settings, online) -> Iterator[int]:
-    """The app (max_body_bytes=4096) under a real uvicorn server on a free loopback port."""
-    import uvicorn
-
-    port = free_port()
-    app = create_app(serving_settings, dataclasses.replace(FAST, max_body_bytes=4096))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    yield port
-    server.should_exit = True
-    thread.join(timeout=30)
+    with served(create_app(serving_settings, dataclasses.replace(FAST, max_body_bytes=4096))) as port:
+        yield port
 
 
 def _response(sock: socket.socket) -> tuple[int, dict]:

@@ -3,8 +3,6 @@ app running under a real uvicorn server (real Redis, real MLflow); no 5xx, no re
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Iterator
 
 import pytest
@@ -12,29 +10,16 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from serving.app import create_app
-from tests.servers import free_port
 from tests.serving.conftest import FAST
+from tests.serving.world import served
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def live_url(serving_settings, online) -> Iterator[str]:
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(serving_settings, FAST), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
+    with served(create_app(serving_settings, FAST)) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def test_api_conforms_to_its_schema(serving_settings, live_url):

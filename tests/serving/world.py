@@ -10,14 +10,19 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
 
 from config.settings import Settings
 from tests.feast_project import copy_feature_repo
+from tests.servers import free_port
 
 FEATURE_SERVICE = "market_forecaster_v1"
 EVENT_TYPES = ["election", "sports", "economics", "crypto"]
@@ -181,3 +186,24 @@ def set_champion(settings: Settings, version: str) -> None:
     previous = registry.aliases(settings, settings.model_name).get(registry.CHAMPION)
     registry.client(settings).set_registered_model_alias(settings.model_name, registry.CHAMPION, version)
     registry.set_version_tags(settings, settings.model_name, version, {"previous_champion": previous or ""})
+
+
+@contextmanager
+def served(app) -> Iterator[int]:
+    """``app`` served by a real uvicorn on a free loopback port, in a thread; yields the port."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
