@@ -154,9 +154,11 @@ def ingest_batch(batch_dir: Path | str, assume_utc: bool = False, settings: Sett
     batch_dir = Path(batch_dir)
     if not batch_dir.is_dir():
         raise NotADirectoryError(f"batch directory {batch_dir} does not exist or is not a directory")
-    now_ts = _now(now)
     root = settings.offline_store_dir
     with store_lock(root, lock_timeout_s):
+        # The ingest time is taken once the lock is held, not before waiting for it: a training set built
+        # as of a moment while this ingest waited must not count it as published by then (settle(wait=True)).
+        now_ts = _now(now)
         notes = recover(root)
         result = _ingest_locked(batch_dir, assume_utc, settings, now_ts, run_gate)
     result.warnings = notes + result.warnings

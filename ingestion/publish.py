@@ -192,15 +192,23 @@ def recover(root: Path) -> list[str]:
     return notes
 
 
-def settle(root: Path, timeout_s: float = 600.0) -> list[str]:
+def settle(root: Path, timeout_s: float = 600.0, wait: bool = False) -> list[str]:
     """Recover an interrupted publish before a reader that does not filter on commit records reads.
 
     Feast's sources glob every ``<table>/**/*.parquet``: a batch whose publish crashed between the
     renames and its commit record would be read half there until the next ingest. Materialization
     and training-set builds call this first. The lock is held for the recovery only, not for the
     reads after it; with nothing staged there is nothing to recover or to wait for. Returns the notes.
+
+    ``wait=True`` (training sets, which must be reproducible as of a time) always takes the lock, so
+    an ingest in progress finishes first: its ``ingested_at`` (taken under the lock) may be before the
+    reader's as-of time, and read before its commit the set would lack a batch a later rebuild as of
+    the same time includes. An ingest that takes the lock after this stamps a later time.
     """
     staging = root / STAGING_DIR
+    if wait and root.is_dir():
+        with store_lock(root, timeout_s):
+            return recover(root)
     if not staging.is_dir() or not any(p.is_dir() for p in staging.iterdir()):
         return []
     with store_lock(root, timeout_s):

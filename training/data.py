@@ -350,9 +350,9 @@ def build_training_set(settings: "Settings", as_of: str | pd.Timestamp | None = 
     as_of_ts = to_utc(as_of)
     check_as_of_not_future(as_of_ts)
     # Feast's point-in-time join reads every Parquet file, committed or not: a publish that crashed
-    # half-way is rolled forward first (a no-op without staged batches), so labels and features come
-    # from the same, whole batches.
-    settle(settings.offline_store_dir)
+    # half-way is rolled forward first, so labels and features come from the same, whole batches; and
+    # an ingest in progress finishes first, so a rebuild as of the same time reads the same batches.
+    settle(settings.offline_store_dir, wait=True)
     markets = read_offline_table(settings.offline_store_dir, "markets")
     prices = read_offline_table(settings.offline_store_dir, "price_features")
     entities = build_entity_frame(markets, prices, as_of_ts)

@@ -409,6 +409,8 @@ def promote(settings: "Settings", version: str | int | None = None, name: str | 
                   f". Train a new version (training compares it with v{champion} on its validation rows) "
                   f"and promote that one; if v{mv.version} was champion before, use rollback")
         raise RegistryError(f"model '{name}' v{mv.version} cannot be promoted; {refusal}{advice}")
+    if _current(settings, name, CHAMPION) == str(mv.version):  # as rollback: no fake v->v move, lineage kept
+        raise RegistryError(f"model '{name}' v{mv.version} is already champion; nothing to promote")
     load_verified_model(name, mv.version, settings)  # never promote an artifact that would not load
     change = AliasChange("promote", name, CHAMPION, _current(settings, name, CHAMPION), str(mv.version), dry_run)
     if not dry_run:

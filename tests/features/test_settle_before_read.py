@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from config.settings import REPO_ROOT, Settings
 from ingestion.ingest import ingest_batch
 from ingestion.store import STAGING_DIR, committed_batches
 from tests.feast_project import copy_feature_repo
-from tests.ingestion.factories import T0, markets_frame, polls_frame, prices_frame, valid_tables, write_batch
+from tests.ingestion.factories import (T0, LockHolder, markets_frame, polls_frame, prices_frame, valid_tables,
+                                      write_batch)
 
 pytestmark = pytest.mark.slow
 
@@ -104,3 +106,10 @@ def test_materialize_and_training_sets_roll_a_crashed_publish_forward_first(tmp_
     first_poll = resolved_batch["polls"].groupby("market_id")["ts"].min()
     polled = rows["ts"] >= rows["market_id"].map(first_poll)
     assert polled.sum() > 0 and rows.loc[polled, "poll_average"].notna().all()
+
+    # An ingest in progress (holding the lock, nothing staged yet) finishes before a training set is
+    # read: its ingested_at may be before the set's as-of time, and a rebuild would include it.
+    holder = LockHolder(offline)
+    threading.Timer(0.5, holder.release).start()
+    build_training_set(settings, run_gx=False)
+    assert holder.released_at is not None

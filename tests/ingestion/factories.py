@@ -6,6 +6,7 @@ thing in it and write it with :func:`write_batch`.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -93,3 +94,28 @@ def bad_price_batch(batch_dir: Path, text: str = "abc") -> Path:
     lines[1] = ",".join(cells)
     path.write_text("\n".join(lines) + "\n")
     return batch_dir
+
+
+class LockHolder:
+    """An ingest in progress, as readers see it: holds the offline store's lock in a thread until
+    released, and records when it let go."""
+
+    def __init__(self, root: Path):
+        from ingestion.publish import store_lock
+
+        self._lock = store_lock
+        self.root, self.go, self.held = root, threading.Event(), threading.Event()
+        self.released_at: pd.Timestamp | None = None
+        self.thread = threading.Thread(target=self._hold, daemon=True)
+        self.thread.start()
+        assert self.held.wait(30)
+
+    def _hold(self) -> None:
+        with self._lock(self.root):
+            self.held.set()
+            self.go.wait(60)
+            self.released_at = pd.Timestamp.now(tz="UTC")
+
+    def release(self) -> None:
+        self.go.set()
+        self.thread.join(30)

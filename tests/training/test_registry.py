@@ -21,6 +21,7 @@ from training.registry import (
     RegistryError,
     aliases,
     promote,
+    promotion_refusal,
     resolve_version,
     rollback,
 )
@@ -76,7 +77,23 @@ def test_promote_refuses_a_missing_gate_verdict(store, history):
             promote(store, history.good, dry_run=True)
     finally:
         c.set_model_version_tag(store.model_name, history.good, "gate.vs_champion", verdict)
-    assert promote(store, history.good, dry_run=True).to_version == history.good
+    assert promotion_refusal(store, store.model_name, resolve_version(store, store.model_name, history.good)) is None
+
+
+def test_promoting_the_champion_again_is_refused_and_changes_nothing(store, history):
+    """It used to answer "v2 -> v2", rewrite the champion's previous_champion and promoted_at, and add
+    a fake move to the alias history (rollback already refused the same)."""
+    from training.tracking import client
+
+    before = resolve_version(store, store.model_name, history.good).tags
+    moves = {k for k in client(store).get_registered_model(store.model_name).tags if k.startswith("alias_history.")}
+    for dry_run in (True, False):
+        with pytest.raises(RegistryError, match=rf"v{history.good} is already champion; nothing to promote"):
+            promote(store, history.good, dry_run=dry_run)
+    assert champion(store) == history.good
+    assert resolve_version(store, store.model_name, history.good).tags == before
+    assert {k for k in client(store).get_registered_model(store.model_name).tags
+            if k.startswith("alias_history.")} == moves
 
 
 def test_rollback_cannot_make_a_never_champion_version_champion_around_the_gates(store, history):
