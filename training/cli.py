@@ -16,31 +16,47 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(code=1)
 
 
+def _environment_errors() -> tuple[type[Exception], ...]:
+    """A tracking store MLflow cannot use (a bad MLFLOW_TRACKING_URI, a file store) or a path that
+    cannot be written: bad settings, one error line like bad input, not a traceback."""
+    from mlflow.exceptions import MlflowException
+
+    return (MlflowException, OSError)
+
+
 @app.command()
 def train(
     as_of: Optional[str] = typer.Option(None, "--as-of", help="Build the training set as it could have been built "
                                                                "at this UTC time (default: now)."),
     seed: int = typer.Option(0, help="Random seed of the model and the CV folds."),
     tune: Optional[str] = typer.Option(None, help="Hyperparameter search before the final fit: grid or random."),
-    trials: int = typer.Option(6, help="Trials for --tune random."),
+    trials: int = typer.Option(6, min=1, help="Trials for --tune random."),
     space: Optional[Path] = typer.Option(
         None, exists=True, dir_okay=False,
         help="Search space JSON: an object mapping model params to lists of values "
              "(default: training.tune.DEFAULT_SPACE)."),
     promote: bool = typer.Option(False, "--promote", help="Make the model champion if every gate passes."),
-    parent_version: Optional[str] = typer.Option(None, help="Model version this run retrains (lineage)."),
+    parent_version: Optional[str] = typer.Option(None, help="Model version this run retrains (lineage; "
+                                                           "default: the current champion)."),
 ) -> None:
     """Build the training set through Feast, fit, evaluate, log to MLflow, register and gate a model."""
+    # Checked before the training set is built (minutes), not after.
+    if tune not in (None, "grid", "random"):
+        raise typer.BadParameter(f"{tune!r}: use grid or random", param_hint="--tune")
+    if space is not None and tune is None:
+        raise typer.BadParameter("a search space is only used with --tune grid|random", param_hint="--space")
     from config.settings import get_settings
     from training.pipeline import ModelSpec
-    from training.train import TrainConfig, train as run
+    from training.train import TrainConfig, lineage_parent, train as run
     from training.tune import load_space
 
     try:
-        result = run(get_settings(), as_of=as_of, config=TrainConfig(spec=ModelSpec(seed=seed)),
-                     promote_if_passed=promote, parent_version=parent_version, tune=tune, tune_trials=trials,
-                     tune_space=load_space(space) if space else None)
-    except (ValueError, RuntimeError, LookupError) as exc:
+        settings = get_settings()
+        result = run(settings, as_of=as_of, config=TrainConfig(spec=ModelSpec(seed=seed)),
+                     promote_if_passed=promote, parent_version=lineage_parent(settings, parent_version), tune=tune,
+                     tune_trials=trials, tune_space=load_space(space) if space else None,
+                     trigger={"triggered_by": "cli"})
+    except (ValueError, RuntimeError, LookupError, *_environment_errors()) as exc:
         _fail(exc)
     typer.echo(result.to_text())
     raise typer.Exit(code=0 if result.passed else 2)
@@ -57,7 +73,7 @@ def promote(
 
     try:
         typer.echo(run(get_settings(), version, dry_run=dry_run).to_text())
-    except RegistryError as exc:
+    except (RegistryError, *_environment_errors()) as exc:
         _fail(exc)
 
 
@@ -73,7 +89,7 @@ def rollback(
 
     try:
         typer.echo(run(get_settings(), to_version, reason, dry_run=dry_run).to_text())
-    except RegistryError as exc:
+    except (RegistryError, *_environment_errors()) as exc:
         _fail(exc)
 
 
@@ -86,7 +102,7 @@ def reproduce(version: str = typer.Option(..., help="Registered model version to
 
     try:
         typer.echo(run(get_settings(), version).to_text())
-    except (ReproduceError, RegistryError, ValueError) as exc:
+    except (ReproduceError, RegistryError, ValueError, *_environment_errors()) as exc:
         _fail(exc)
 
 
@@ -99,7 +115,7 @@ def audit_export(out: Path = typer.Option(..., help="Directory for audit_runs.cs
 
     try:
         typer.echo(export(get_settings(), out).to_text())
-    except (LookupError, ValueError) as exc:
+    except (LookupError, ValueError, *_environment_errors()) as exc:
         _fail(exc)
 
 
@@ -123,7 +139,7 @@ def backtest(
     config = BacktestConfig(n_periods=periods, spec=ModelSpec(seed=seed), rule=BettingRule(edge, stake, fee))
     try:
         result, written = run(get_settings(), as_of=as_of, config=config, truth_path=truth, out_dir=out)
-    except (ValueError, RuntimeError) as exc:
+    except (ValueError, RuntimeError, *_environment_errors()) as exc:
         _fail(exc)
     typer.echo(result.to_text())
     typer.echo(f"written to {written}")

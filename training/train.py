@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -225,6 +226,16 @@ def write_reference_profile(path: Path, valid: pd.DataFrame, p_va: np.ndarray, f
     return save_profile(profile, path)
 
 
+@contextmanager
+def _error_tagged(mlflow) -> Iterator[None]:
+    """A run that raises ends FAILED (MLflow) and says why: ``pm.error``, shown in the audit export."""
+    try:
+        yield
+    except Exception as exc:
+        mlflow.set_tag("pm.error", f"{type(exc).__name__}: {exc}"[:4_000])  # MLflow's tag limit is 5 000
+        raise
+
+
 def train(settings: "Settings", as_of: str | pd.Timestamp | None = None, config: TrainConfig | None = None,
           training_set: TrainingSet | None = None, limits: GateLimits | None = None,
           promote_if_passed: bool = False, parent_version: str | None = None, tune: str | None = None,
@@ -240,7 +251,8 @@ def train(settings: "Settings", as_of: str | pd.Timestamp | None = None, config:
 
     config = config or TrainConfig()
     configure_mlflow(settings)
-    with mlflow.start_run(run_name=f"train-{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%S}") as run:
+    with mlflow.start_run(run_name=f"train-{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%S}") as run, \
+            _error_tagged(mlflow):
         mlflow.set_tags({"pm.kind": "train", "pm.as_of_requested": str(as_of)})
         ts = training_set or build_training_set(settings, as_of)
         if tune:
@@ -349,6 +361,16 @@ def retrain_trigger(settings: "Settings", run_type: str, requests: Sequence[Mapp
                 break
             described.pop()
     return tags
+
+
+def lineage_parent(settings: "Settings", parent_version: str | None) -> str | None:
+    """The version a run started by hand retrains (its ``parent_version`` tag): the one named, which must
+    exist (an alias names its version), else the current champion, as a scheduled retraining records."""
+    from training.registry import champion_version, resolve_version
+
+    if parent_version is None:
+        return champion_version(settings)
+    return str(resolve_version(settings, settings.model_name, parent_version).version)
 
 
 def retrain(settings: "Settings", as_of: str | pd.Timestamp | None, seed: int = 0,

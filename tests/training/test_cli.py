@@ -100,6 +100,10 @@ def test_train_exits_0_when_every_gate_passed_and_2_when_a_gate_rejected_the_mod
     assert "all gates passed; aliases: ['challenger']" in trained.runs["challenger"].stdout
     tags = resolve_version(store, store.model_name, trained.challenger).tags
     assert tags["gates_passed"] == "true" and tags["compared_with_champion"] == trained.champion
+    # A run started by hand says so, and names the champion it retrains (as the DAG's retrain does).
+    first = resolve_version(store, store.model_name, trained.champion).tags
+    assert first["triggered_by"] == "cli" and first["parent_version"] == ""  # no champion yet
+    assert tags["triggered_by"] == "cli" and tags["parent_version"] == trained.champion
 
     rejected = trained.runs["backfill"]
     assert rejected.exit_code == 2 and isinstance(rejected.exception, SystemExit), rejected.output
