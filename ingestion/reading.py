@@ -298,16 +298,17 @@ def _type_number(t: TypedTable, spec: ColumnSpec, arrow_type: pa.DataType | None
                   "it cannot be converted without loss")
     else:
         values, bad = _numbers_from(s)
-        if spec.kind == "float" and s.dtype == object:
-            text = s.astype("object").where(s.notna(), None).astype("string").str.strip()
-            long_int_text = (text.str.fullmatch(_INT_TEXT_RE) & (text.str.lstrip("+-").str.len() > 15)
-                             ).fillna(False).to_numpy(dtype=bool) & ~bad
-            if long_int_text.any():
-                exact = pd.Series([int(v) if k else None for v, k in zip(text, long_int_text)], index=s.index,
-                                  dtype="object")
-                _flag(out, t, _inexact_floats(exact, values), "not_convertible", spec.name,
-                      f"{spec.name} is integer text that a 64-bit float cannot hold exactly (beyond 2**53); "
-                      "it cannot be converted without loss")
+        # Only a value at or beyond 2**53 can be integer text a float does not hold exactly: the text
+        # of those few cells is looked at, not of every cell (0.5 s per million on the hot path).
+        big = ~bad & (np.abs(values.to_numpy(dtype="float64", na_value=np.nan)) >= 2.0**53)
+        if spec.kind == "float" and s.dtype == object and big.any():
+            text = s[big].astype("string").str.strip()
+            int_text = text.str.fullmatch(_INT_TEXT_RE).fillna(False).to_numpy(dtype=bool)
+            exact = pd.Series(None, index=s.index, dtype="object")
+            exact[big] = [int(v) if k else None for v, k in zip(text, int_text)]
+            _flag(out, t, _inexact_floats(exact, values), "not_convertible", spec.name,
+                  f"{spec.name} is integer text that a 64-bit float cannot hold exactly (beyond 2**53); "
+                  "it cannot be converted without loss")
     _flag(out, t, bad, "not_convertible", spec.name, f"{spec.name} must be a {spec.kind}")
     if spec.kind == "int" and values.dtype != "Int64":
         values = _integers_from_numbers(t, spec, s, values, bad, out)

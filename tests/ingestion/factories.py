@@ -14,6 +14,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ingestion.publish import store_lock
+
 T0 = pd.Timestamp("2024-01-01", tz="UTC")
 FORMATS = ("parquet", "csv")
 
@@ -101,9 +103,6 @@ class LockHolder:
     released, and records when it let go."""
 
     def __init__(self, root: Path):
-        from ingestion.publish import store_lock
-
-        self._lock = store_lock
         self.root, self.go, self.held = root, threading.Event(), threading.Event()
         self.released_at: pd.Timestamp | None = None
         self.thread = threading.Thread(target=self._hold, daemon=True)
@@ -111,7 +110,7 @@ class LockHolder:
         assert self.held.wait(30)
 
     def _hold(self) -> None:
-        with self._lock(self.root):
+        with store_lock(self.root):
             self.held.set()
             self.go.wait(60)
             self.released_at = pd.Timestamp.now(tz="UTC")
